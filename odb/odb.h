@@ -72,7 +72,7 @@ extern const struct odb_hkey ODB_ROOT;
 
 struct odb_params {
     size_t size_bytes;     /* segment size; default 8 MiB */
-    uint32_t max_keys;     /* key slots; default size_bytes / 512 */
+    uint32_t max_keys;     /* key slots; default size_bytes / 1024 */
     int lock_timeout_ms;   /* bound on each ODB lock wait; default 10000 */
 };
 

@@ -186,7 +186,7 @@ int odb_open(const char *shm_name, unsigned flags, const struct odb_params *para
             p.lock_timeout_ms = params->lock_timeout_ms;
     }
     if (!p.max_keys)
-        p.max_keys = (uint32_t)(p.size_bytes / 512);
+        p.max_keys = (uint32_t)(p.size_bytes / 1024);
     if (p.max_keys < 16 || p.max_keys > (1u << 28))
         return odb__fail(UT_EINVAL, "max_keys %u out of range", p.max_keys);
 
