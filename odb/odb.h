@@ -74,6 +74,8 @@ struct odb_params {
     size_t size_bytes;     /* segment size; default 8 MiB */
     uint32_t max_keys;     /* key slots; default size_bytes / 1024 */
     int lock_timeout_ms;   /* bound on each ODB lock wait; default 10000 */
+    uint32_t max_watches;  /* watch registrations; default 4096 */
+    uint32_t max_subscribers; /* watch subscribers (clients); default 1024 */
 };
 
 enum odb_open_flags {
@@ -206,6 +208,46 @@ void odb_txn_abort(struct odb *odb);
 
 /* Number of changes to the whole ODB so far; cheap (no lock). */
 uint64_t odb_change_count(struct odb *odb);
+
+/*
+ * Watches. A subscriber is a small integer chosen by the caller (the client
+ * layer uses its client slot) below params.max_subscribers. A watch on a
+ * key reports every committed change of that key or of anything below it:
+ * the change is queued for the subscriber in the segment (the key that
+ * changed and the watch id) and the subscriber is woken through a futex in
+ * the segment, with a system call only when it sleeps. Changes rolled back
+ * are never reported. A subscriber's queue holds ODB_WATCH_QUEUE changes;
+ * past that, one change with ODB_WATCH_OVERFLOW is reported instead and the
+ * subscriber should re-read what it watches.
+ */
+#define ODB_WATCH_QUEUE 32
+#define ODB_WATCH_OVERFLOW UINT32_MAX
+
+struct odb_change {
+    uint32_t watch_id;   /* as returned by odb_watch_add, or ODB_WATCH_OVERFLOW */
+    struct odb_hkey key; /* the key that changed (may be stale by now) */
+};
+
+/* Adds a watch on `key` (and its subtree) for `subscriber`. Returns 0,
+ * ODB_ESTALE, UT_EINVAL (subscriber out of range), ODB_ENOSPC (the watch
+ * table is full). */
+int odb_watch_add(struct odb *odb, struct odb_hkey key, uint32_t subscriber, uint32_t *id_out);
+/* Removes one watch; ODB_ENOKEY if it does not exist. */
+int odb_watch_remove(struct odb *odb, uint32_t watch_id);
+/* Removes every watch of a subscriber and clears its queue (a dead client's
+ * cleanup). Returns the number of watches removed, or a negative error. */
+int odb_watch_remove_subscriber(struct odb *odb, uint32_t subscriber);
+/* Takes up to `max` queued changes. Returns 0 (with *n_out possibly 0). */
+int odb_watch_read(struct odb *odb, uint32_t subscriber, struct odb_change *out, size_t max,
+                   size_t *n_out);
+/* A counter bumped at every delivery to the subscriber; read it, drain the
+ * queue, then wait for it to move. Lock-free. */
+uint32_t odb_watch_seq(struct odb *odb, uint32_t subscriber);
+/* Sleeps until the subscriber's counter differs from `seen` (0 at once if
+ * it already does). Returns 0, UT_ETIMEOUT, UT_EINTR (ut_interrupt). */
+int odb_watch_wait(struct odb *odb, uint32_t subscriber, uint32_t seen, int timeout_ms);
+/* Number of watches registered on exactly this key. */
+int odb_watch_count(struct odb *odb, struct odb_hkey key, uint32_t *n_out);
 
 /* JSON export of a subtree into a heap string (freed with ut_free). The
  * format keeps types: {"name": value, "name/key": {"type": N, ...}} as

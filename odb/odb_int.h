@@ -102,8 +102,34 @@ struct odb_header {
     uint64_t savepoint[ODB_MAX_TXN_DEPTH]; /* undo_used at each begin */
     uint64_t n_changes;             /* changes ever committed (atomic reads) */
     uint64_t n_rollbacks;           /* interrupted operations rolled back */
-    uint8_t client_area[256];       /* reserved for the client layer's counters */
+    uint64_t watch_off;             /* watch table: struct odb_watch[max_watches] */
+    uint64_t sub_off;               /* subscribers: struct odb_subscriber[max_subs] */
+    uint32_t max_watches, max_subs;
+    uint32_t n_watches;             /* watches in use (0: changes skip the search) */
+    uint32_t watch_hw;              /* slots below this may be in use */
 };
+
+/* A watch registration. key_idx == NIL marks a free entry. */
+struct odb_watch {
+    uint32_t key_idx;    /* watched key slot */
+    uint32_t key_gen;    /* its generation when the watch was added */
+    uint32_t subscriber;
+    uint32_t reserved;
+};
+
+/* One subscriber's change queue and wake-up word. Cache-line padded. */
+struct odb_subscriber {
+    uint32_t seq;        /* futex word: bumped at each delivery (atomic) */
+    uint32_t sleepers;   /* waiters inside futex_wait (atomic; only they change it) */
+    uint32_t head, tail; /* queue positions, head == tail: empty; under the lock */
+    uint32_t overflow;   /* changes dropped since the last read; under the lock */
+    uint32_t reserved[3];
+    struct {
+        uint32_t watch_id, key_idx, key_gen;
+    } queue[ODB_WATCH_QUEUE];
+    uint8_t pad[32];
+};
+_Static_assert(sizeof(struct odb_subscriber) % 64 == 0, "subscriber padding");
 
 /* Heap block header. Free blocks also hold their free-list links. */
 struct odb_block {
@@ -128,6 +154,13 @@ struct odb {
     struct odb_key_slot *keys;  /* key table */
     uint32_t *buckets;
     uint8_t *heap;
+    struct odb_watch *watches;
+    struct odb_subscriber *subs;
+    /* Subscribers to wake after the lock is released; process-local, only
+     * touched by the thread holding the ODB lock. */
+    uint32_t wake[64];
+    uint32_t n_wake;
+    bool wake_all;       /* more than fit in wake[]: wake every sleeper */
 };
 
 /* The segment fingerprint: changes when any layout struct changes. */
@@ -184,6 +217,13 @@ int odb__free_key(struct odb *odb, uint32_t idx);
 uint32_t odb__name_hash(const char *name, size_t len);
 uint32_t odb__bucket(const struct odb *odb, uint32_t parent, uint32_t name_hash);
 bool odb__name_valid(const char *name, size_t len);
+
+/* Watches (watch.c). Queues a change of key idx for every watch on it or
+ * an ancestor (logged, so a rollback drops it). */
+int odb__watch_notify(struct odb *odb, uint32_t idx);
+/* After unlock: wakes the subscribers that were notified. */
+void odb__watch_wake(struct odb *odb);
+void odb__watch_forget_wakes(struct odb *odb);
 
 /* Values (value.c). */
 int odb__set_value(struct odb *odb, uint32_t idx, enum odb_type type, const void *data,

@@ -94,6 +94,8 @@ static void bind(struct odb *odb)
     odb->keys = (struct odb_key_slot *)(odb->base + hdr->keys_off);
     odb->buckets = (uint32_t *)(odb->base + hdr->buckets_off);
     odb->heap = odb->base + hdr->heap_off;
+    odb->watches = (struct odb_watch *)(odb->base + hdr->watch_off);
+    odb->subs = (struct odb_subscriber *)(odb->base + hdr->sub_off);
 }
 
 /* Lays out a fresh segment. Returns 0 or UT_EINVAL when it is too small. */
@@ -109,6 +111,10 @@ static int format_segment(struct odb *odb, const struct odb_params *p)
     off = align_up(off + (size_t)n_buckets * 4, 64);
     size_t keys_off = off;
     off = align_up(off + (size_t)max_keys * sizeof(struct odb_key_slot), 64);
+    size_t watch_off = off;
+    off = align_up(off + (size_t)p->max_watches * sizeof(struct odb_watch), 64);
+    size_t sub_off = off;
+    off = align_up(off + (size_t)p->max_subscribers * sizeof(struct odb_subscriber), 64);
     size_t undo_size = align_up(size / 8 > 65536 ? size / 8 : 65536, 64);
     size_t undo_off = off;
     off += undo_size;
@@ -133,7 +139,13 @@ static int format_segment(struct odb *odb, const struct odb_params *p)
     hdr->heap_off = heap_off;
     hdr->heap_size = heap_size;
     hdr->garbage = ODB_NIL;
+    hdr->watch_off = watch_off;
+    hdr->sub_off = sub_off;
+    hdr->max_watches = p->max_watches;
+    hdr->max_subs = p->max_subscribers;
     bind(odb);
+    for (uint32_t i = 0; i < p->max_watches; i++)
+        odb->watches[i].key_idx = ODB_NIL;
     for (uint32_t i = 0; i < n_buckets; i++)
         odb->buckets[i] = ODB_NIL;
     /* Slot 0 is the root; slots 1.. form the free list in order. */
@@ -165,7 +177,9 @@ static int header_sane(const struct odb *odb)
     if (h->max_keys == 0 || h->n_buckets < h->max_keys || (h->n_buckets & (h->n_buckets - 1)))
         return UT_ECORRUPT;
     if (h->buckets_off + (uint64_t)h->n_buckets * 4 > h->keys_off ||
-        h->keys_off + (uint64_t)h->max_keys * sizeof(struct odb_key_slot) > h->undo_off ||
+        h->keys_off + (uint64_t)h->max_keys * sizeof(struct odb_key_slot) > h->watch_off ||
+        h->watch_off + (uint64_t)h->max_watches * sizeof(struct odb_watch) > h->sub_off ||
+        h->sub_off + (uint64_t)h->max_subs * sizeof(struct odb_subscriber) > h->undo_off ||
         h->undo_off + h->undo_size > h->heap_off || h->heap_off + h->heap_size > size ||
         h->buckets_off < sizeof(struct ut_shm_header) + sizeof(struct odb_header))
         return UT_ECORRUPT;
@@ -176,7 +190,7 @@ int odb_open(const char *shm_name, unsigned flags, const struct odb_params *para
              struct odb **out)
 {
     odb__clear_error();
-    struct odb_params p = {8u << 20, 0, 10000};
+    struct odb_params p = {8u << 20, 0, 10000, 4096, 1024};
     if (params) {
         if (params->size_bytes)
             p.size_bytes = params->size_bytes;
@@ -184,11 +198,17 @@ int odb_open(const char *shm_name, unsigned flags, const struct odb_params *para
             p.max_keys = params->max_keys;
         if (params->lock_timeout_ms)
             p.lock_timeout_ms = params->lock_timeout_ms;
+        if (params->max_watches)
+            p.max_watches = params->max_watches;
+        if (params->max_subscribers)
+            p.max_subscribers = params->max_subscribers;
     }
     if (!p.max_keys)
         p.max_keys = (uint32_t)(p.size_bytes / 1024);
     if (p.max_keys < 16 || p.max_keys > (1u << 28))
         return odb__fail(UT_EINVAL, "max_keys %u out of range", p.max_keys);
+    if (p.max_watches > (1u << 24) || p.max_subscribers > (1u << 20))
+        return odb__fail(UT_EINVAL, "max_watches or max_subscribers out of range");
 
     struct odb *odb = ut_calloc(1, sizeof *odb);
     if (!odb)

@@ -222,7 +222,7 @@ int odb__touch(struct odb *odb, uint32_t idx)
         return err;
     k->mtime_ns = ut_wall_ns();
     k->serial++;
-    return 0;
+    return odb__watch_notify(odb, idx);
 }
 
 /* Takes a free slot and initialises it as a key named `name` under
@@ -489,7 +489,9 @@ int odb_delete(struct odb *odb, struct odb_hkey base, const char *path, bool rec
      * reclaimed after the commit (txn.c). */
     uint32_t parent = k->parent;
     struct odb_header *hdr = odb->hdr;
-    err = unhash(odb, idx);
+    err = odb__watch_notify(odb, idx);
+    if (!err)
+        err = unhash(odb, idx);
     if (!err)
         err = unlink_sibling(odb, idx);
     if (!err)

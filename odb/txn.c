@@ -189,7 +189,22 @@ int odb__end(struct odb *odb, int err)
         if (hdr->garbage != ODB_NIL || hdr->zombie != ODB_NIL)
             odb__gc(odb);
     }
+    if (hdr->txn_depth > 0 || (odb->n_wake == 0 && !odb->wake_all)) {
+        odb__runlock(odb);
+        return err;
+    }
+    /* Wake watchers only after the lock is released; the wake list belongs
+     * to the lock holder, so take a private copy first. Waking after a
+     * rollback is a harmless spurious wake-up. */
+    struct odb copy;
+    copy.hdr = odb->hdr;
+    copy.subs = odb->subs;
+    copy.n_wake = odb->n_wake;
+    copy.wake_all = odb->wake_all;
+    memcpy(copy.wake, odb->wake, odb->n_wake * sizeof odb->wake[0]);
+    odb__watch_forget_wakes(odb);
     odb__runlock(odb);
+    odb__watch_wake(&copy);
     return err;
 }
 
