@@ -20,6 +20,18 @@
  * lock's cache line. Contended path: spin briefly, then sleep in the kernel
  * in slices so that ut_interrupt() and the configured timeout are honoured.
  *
+ * The holder diagnostics (pid, tid, since, file:line, client name) are
+ * written at every outermost acquisition, so they must cost next to
+ * nothing: the pid and tid are cached (and forgotten in a forked child by
+ * a pthread_atfork handler; getpid() is a real system call, about 1 us in
+ * a VM with page-table isolation), `since` is read from the coarse
+ * realtime clock (vDSO, a few ns; a tick of resolution is plenty for "held
+ * for 10 s"), and the two strings are copied only when they could differ
+ * from what is already there: a thread remembers, per lock, the
+ * acquisition count right after its own last acquisition and what it
+ * wrote; if nobody acquired the lock since (same lock id, count advanced
+ * by exactly one), the same file and client name are still in place.
+ *
  * Holder death: the next locker gets EOWNERDEAD, runs the segment's
  * recovery callback (which rolls back the interrupted operation), and only
  * then marks the mutex consistent. If recovery fails the mutex is left
@@ -44,6 +56,27 @@
 #define SPIN_TRIES 200
 #define WAIT_SLICE_MS 50
 
+/* ThreadSanitizer (gcc 12, clang 14) does not intercept
+ * pthread_mutex_clocklock: an acquisition through it is invisible to TSan,
+ * which then reports the matching unlock and every access under the lock.
+ * TSan builds wait with pthread_mutex_timedlock (CLOCK_REALTIME; a clock
+ * jump only stretches or shortens one slice). */
+#if defined(__SANITIZE_THREAD__)
+#define UT_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define UT_TSAN 1
+#endif
+#endif
+#ifndef UT_TSAN
+#define UT_TSAN 0
+#endif
+#if UT_TSAN
+#define WAIT_CLOCK CLOCK_REALTIME
+#else
+#define WAIT_CLOCK CLOCK_MONOTONIC
+#endif
+
 struct held_lock {
     uint64_t id;            /* ut_shlock.id */
     const char *name;       /* lock name, static storage */
@@ -60,7 +93,23 @@ static __thread uint32_t cached_tid;
 static __thread bool in_release_hook;
 
 static char owner_name[32] = "?"; /* written once at connect, read under locks */
+static atomic_uint owner_name_gen;  /* bumped at every ut_lock_set_owner_name */
 static atomic_int interrupt_flag;
+
+/* getpid() cached for the diagnostics; 0 = not known yet, also in a
+ * forked child (forget_tid_in_child). */
+static atomic_uint cached_pid;
+
+/* What this thread last wrote into the text diagnostics of a lock (a tiny
+ * direct-mapped cache keyed by the lock's address, checked by its id). */
+struct owner_note {
+    uint64_t id;         /* ut_shlock.id of the lock, 0 = empty */
+    uint64_t n_acquired; /* ut_shlock.n_acquired right after that acquisition */
+    const char *file;    /* the file argument whose base name was written */
+    unsigned name_gen;   /* owner_name_gen when owner_name was written */
+};
+#define OWNER_NOTES 4
+static __thread struct owner_note owner_notes[OWNER_NOTES];
 
 #define MAX_HOOKS 4
 static struct {
@@ -68,11 +117,40 @@ static struct {
     atomic_int min_rank;
 } release_hooks[MAX_HOOKS];
 
+/* A forked child inherits the forking thread's cache but has a new tid. */
+static void forget_tid_in_child(void)
+{
+    cached_tid = 0;
+    atomic_store_explicit(&cached_pid, 0, memory_order_relaxed);
+}
+
+static void register_tid_atfork(void)
+{
+    pthread_atfork(NULL, NULL, forget_tid_in_child);
+}
+
 uint32_t ut_tid(void)
 {
-    if (!cached_tid)
+    if (!cached_tid) {
+        static pthread_once_t once = PTHREAD_ONCE_INIT;
+        pthread_once(&once, register_tid_atfork);
         cached_tid = (uint32_t)syscall(SYS_gettid);
+    }
     return cached_tid;
+}
+
+/* getpid(), cached. */
+static uint32_t self_pid(void)
+{
+    uint32_t pid = atomic_load_explicit(&cached_pid, memory_order_relaxed);
+    if (!pid) {
+        /* ut_tid registers the fork handler that forgets the cached pid;
+         * it must exist before a value is cached that a fork makes stale. */
+        (void)ut_tid();
+        pid = (uint32_t)getpid();
+        atomic_store_explicit(&cached_pid, pid, memory_order_relaxed);
+    }
+    return pid;
 }
 
 void ut_lock_set_owner_name(const char *name)
@@ -81,6 +159,7 @@ void ut_lock_set_owner_name(const char *name)
     ut_strlcpy(tmp, name, sizeof tmp);
     for (size_t i = 0; i < sizeof tmp; i++)
         __atomic_store_n(&owner_name[i], tmp[i], __ATOMIC_RELAXED);
+    atomic_fetch_add(&owner_name_gen, 1);
 }
 
 void ut_interrupt(void)
@@ -175,16 +254,30 @@ static void load_text(char *dst, size_t size, const char *src)
     dst[size - 1] = '\0';
 }
 
+/* Records the holder, after sh->n_acquired has counted this acquisition.
+ * The strings are rewritten only when they may differ from what is there
+ * (see the essay at the top). */
 static void note_owner(struct ut_shlock *sh, const char *file, int line)
 {
-    __atomic_store_n(&sh->owner_pid, (uint32_t)getpid(), __ATOMIC_RELAXED);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+    __atomic_store_n(&sh->owner_pid, self_pid(), __ATOMIC_RELAXED);
     __atomic_store_n(&sh->owner_tid, ut_tid(), __ATOMIC_RELAXED);
-    __atomic_store_n(&sh->since_ns, ut_wall_ns(), __ATOMIC_RELAXED);
+    __atomic_store_n(&sh->since_ns, (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec,
+                     __ATOMIC_RELAXED);
     __atomic_store_n(&sh->owner_line, (uint32_t)line, __ATOMIC_RELAXED);
+    struct owner_note *note = &owner_notes[((uintptr_t)sh / 64) % OWNER_NOTES];
+    unsigned gen = atomic_load_explicit(&owner_name_gen, memory_order_relaxed);
+    if (note->id == sh->id && note->n_acquired + 1 == sh->n_acquired && note->file == file &&
+        note->name_gen == gen) {
+        note->n_acquired = sh->n_acquired;
+        return;
+    }
     store_text(sh->owner_file, sizeof sh->owner_file, base_name(file));
     char name[sizeof owner_name];
     load_text(name, sizeof name, owner_name);
     store_text(sh->owner_name, sizeof sh->owner_name, name);
+    *note = (struct owner_note){sh->id, sh->n_acquired, file, gen};
 }
 
 /* Describes the current holder into last_error and the log. */
@@ -240,11 +333,15 @@ static int wait_for_mutex(struct ut_lock *lock, const char *file, int line)
         if (lock->timeout_ms > 0 && lock->timeout_ms - waited_ms < slice)
             slice = lock->timeout_ms - waited_ms;
         struct timespec abs;
-        clock_gettime(CLOCK_MONOTONIC, &abs);
+        clock_gettime(WAIT_CLOCK, &abs);
         abs.tv_nsec += (long)slice * 1000000L;
         abs.tv_sec += abs.tv_nsec / 1000000000L;
         abs.tv_nsec %= 1000000000L;
+#if UT_TSAN
+        rc = pthread_mutex_timedlock(&sh->mutex, &abs);
+#else
         rc = pthread_mutex_clocklock(&sh->mutex, CLOCK_MONOTONIC, &abs);
+#endif
         if (rc != ETIMEDOUT) {
             if (rc == 0 || rc == EOWNERDEAD)
                 sh->wait_ns += (uint64_t)(ut_now_ns() - start);
@@ -286,7 +383,13 @@ int ut_lock_acquire(struct ut_lock *lock, const char *file, int line)
         sh->n_owner_died++;
         ut_log(UT_LOG_WARN, "lock '%s': previous holder (pid %u, '%s') died; recovering",
                lock->name, sh->owner_pid, sh->owner_name);
+        /* The callback runs with the mutex held and may take the lock again
+         * (the ODB's runs odb_check): record the hold first so that is
+         * recursion, not a wait on ourselves until the timeout. */
+        held[n_held++] = (struct held_lock){id, lock->name, lock->rank, 1, file, line};
         int err = lock->recover ? lock->recover(lock->recover_arg) : 0;
+        n_held--;
+        UT_ASSERT(held[n_held].id == id && held[n_held].depth == 1);
         if (err) {
             __atomic_store_n(&sh->broken, 1, __ATOMIC_RELEASE);
             snprintf(last_error, sizeof last_error, "lock '%s': recovery failed (%s)",

@@ -58,7 +58,13 @@
     X(ODB_ETOOBIG, -2014, "operation too large for the undo log")                                  \
     X(ODB_ETRUNC, -2015, "buffer too small, value truncated")                                      \
     X(ODB_EKEYS, -2016, "key table is full")                                                       \
-    X(ODB_ENAME, -2017, "invalid key name")
+    X(ODB_ENAME, -2017, "invalid key name")                                                        \
+    X(MB_EMSGLOG, -3000, "message log database error")                                             \
+    X(MB_EMSGLOG_SCHEMA, -3001, "message log database has an incompatible schema")                 \
+    X(AU_EFULL, -5000, "the experiment has no free client slot")                                   \
+    X(AU_EDUPNAME, -5001, "client name already in use")                                            \
+    X(AU_EREMOVED, -5002, "this client was removed by another client's watchdog")                  \
+    X(AU_ENOEXP, -5003, "experiment directory does not exist")
 
 enum ut_errno {
 #define UT_ERR_ENUM(name, val, text) name = (val),

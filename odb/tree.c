@@ -35,13 +35,26 @@ static inline int lower(int c)
     return (c >= 'A' && c <= 'Z') ? c + ('a' - 'A') : c;
 }
 
+/* The name hash is FNV-1a over the lower-cased bytes; resolve_from
+ * computes it while scanning a path, with the same two pieces. */
+#define NAME_HASH_SEED 2166136261u
+
+static inline uint32_t name_hash_step(uint32_t h, unsigned char c)
+{
+    return (h ^ (uint32_t)lower(c)) * 16777619u;
+}
+
+/* True for a byte that may not appear in a name ('/' aside). */
+static inline bool name_char_bad(unsigned char c)
+{
+    return c == '[' || c < 0x20 || c == 0x7f;
+}
+
 uint32_t odb__name_hash(const char *name, size_t len)
 {
-    uint32_t h = 2166136261u;
-    for (size_t i = 0; i < len; i++) {
-        h ^= (uint32_t)lower((unsigned char)name[i]);
-        h *= 16777619u;
-    }
+    uint32_t h = NAME_HASH_SEED;
+    for (size_t i = 0; i < len; i++)
+        h = name_hash_step(h, (unsigned char)name[i]);
     return h;
 }
 
@@ -62,7 +75,7 @@ bool odb__name_valid(const char *name, size_t len)
         return false;
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)name[i];
-        if (c == '/' || c == '[' || c < 0x20 || c == 0x7f)
+        if (c == '/' || name_char_bad(c))
             return false;
     }
     return true;
@@ -102,9 +115,11 @@ struct odb_hkey odb__handle(const struct odb *odb, uint32_t idx)
     return (struct odb_hkey){idx, odb->keys[idx].gen};
 }
 
-static uint32_t lookup_child(const struct odb *odb, uint32_t parent, const char *name, size_t len)
+/* Finds the child `name` (len bytes, hash nh = odb__name_hash(name, len))
+ * of directory `parent`. Returns its slot or ODB_NIL. */
+static uint32_t lookup_child_hashed(const struct odb *odb, uint32_t parent, const char *name,
+                                    size_t len, uint32_t nh)
 {
-    uint32_t nh = odb__name_hash(name, len);
     uint32_t max = odb->hdr->max_keys;
     uint32_t guard = max;
     for (uint32_t i = odb->buckets[odb__bucket(odb, parent, nh)]; i != ODB_NIL && guard--;) {
@@ -117,6 +132,11 @@ static uint32_t lookup_child(const struct odb *odb, uint32_t parent, const char 
         i = k->hash_next;
     }
     return ODB_NIL;
+}
+
+static uint32_t lookup_child(const struct odb *odb, uint32_t parent, const char *name, size_t len)
+{
+    return lookup_child_hashed(odb, parent, name, len, odb__name_hash(name, len));
 }
 
 static int resolve_from(struct odb *odb, uint32_t start, const char *path, bool follow_last,
@@ -148,8 +168,16 @@ static int resolve_from(struct odb *odb, uint32_t start, const char *path, bool 
     while (*p == '/')
         p++;
     while (*p) {
-        const char *end = strchr(p, '/');
-        size_t len = end ? (size_t)(end - p) : strlen(p);
+        /* One pass over the component gives its length, its hash (as
+         * odb__name_hash) and whether it has a character odb__name_valid
+         * refuses: this is the hot path of every access by path. */
+        size_t len = 0;
+        uint32_t nh = NAME_HASH_SEED;
+        bool bad_char = false;
+        for (unsigned char ch; (ch = (unsigned char)p[len]) != '\0' && ch != '/'; len++) {
+            bad_char |= name_char_bad(ch);
+            nh = name_hash_step(nh, ch);
+        }
         const char *next = p + len;
         while (*next == '/')
             next++;
@@ -163,7 +191,8 @@ static int resolve_from(struct odb *odb, uint32_t start, const char *path, bool 
             p = next;
             continue;
         }
-        if (!odb__name_valid(p, len))
+        /* len >= 1 here, and "." and ".." were taken above. */
+        if (bad_char || len > ODB_NAME_MAX)
             return odb__fail(ODB_EPATH, "invalid name '%.*s' in path '%s'", (int)(len > 80 ? 80 : len),
                              p, path);
         int err = follow_link(odb, &cur, depth);
@@ -172,7 +201,7 @@ static int resolve_from(struct odb *odb, uint32_t start, const char *path, bool 
         if (odb->keys[cur].type != ODB_TYPE_DIR)
             return odb__fail(ODB_ENOTDIR, "'%s' is not a directory in path '%s'",
                              odb->keys[cur].name, path);
-        uint32_t child = lookup_child(odb, cur, p, len);
+        uint32_t child = lookup_child_hashed(odb, cur, p, len, nh);
         if (child == ODB_NIL)
             return odb__fail(ODB_ENOKEY, "no key '%.*s' in path '%s'", (int)len, p, path);
         cur = child;

@@ -86,51 +86,51 @@ int odb__undo_save(struct odb *odb, const void *p, size_t len)
 
 /* Restores every SAVE record past `to`, newest first, and truncates the
  * log to `to`. Returns 0 or UT_ECORRUPT when a record is out of bounds (a
- * log that cannot be trusted must not be applied). */
+ * log that cannot be trusted must not be applied: every record is checked
+ * before any is restored).
+ *
+ * It allocates nothing, because it runs on error paths, out-of-memory ones
+ * included (ut_alloc_fail_after). Records are variable-sized and can only
+ * be walked forward, so each round walks from `to` to `end` keeping the
+ * positions of the last RING records, restores those newest first, and
+ * moves `end` back to the oldest one restored. */
 static int rollback_to(struct odb *odb, uint64_t to)
 {
+    enum { RING = 512 };
     struct odb_header *hdr = odb->hdr;
     uint64_t used = hdr->undo_used;
     if (used > hdr->undo_size || to > used)
         return UT_ECORRUPT;
-    /* Records are variable-sized: index them first, walking forward. */
-    uint64_t n = 0;
-    for (uint64_t pos = to; pos < used; n++) {
+    for (uint64_t pos = to; pos < used;) {
         struct undo_rec r;
         if (used - pos < sizeof r)
             return UT_ECORRUPT;
         memcpy(&r, odb->base + hdr->undo_off + pos, sizeof r);
         pos += sizeof r + pad8(r.len);
-        if (pos > used)
+        if (pos > used || r.kind != UNDO_SAVE || r.off < sizeof(struct ut_shm_header) ||
+            r.off + r.len > odb->shm.size ||
+            (r.off < hdr->undo_off + hdr->undo_size && r.off + r.len > hdr->undo_off))
             return UT_ECORRUPT;
     }
-    uint64_t *positions = ut_malloc((size_t)(n ? n : 1) * sizeof *positions);
-    if (!positions)
-        return UT_ENOMEM;
-    uint64_t pos = to;
-    for (uint64_t i = 0; i < n; i++) {
-        struct undo_rec r;
-        positions[i] = pos;
-        memcpy(&r, odb->base + hdr->undo_off + pos, sizeof r);
-        pos += sizeof r + pad8(r.len);
-    }
-    int err = 0;
-    for (uint64_t i = n; i-- > 0;) {
-        struct undo_rec r;
-        const uint8_t *rec = odb->base + hdr->undo_off + positions[i];
-        memcpy(&r, rec, sizeof r);
-        if (r.kind != UNDO_SAVE || r.off < sizeof(struct ut_shm_header) ||
-            r.off + r.len > odb->shm.size ||
-            (r.off < hdr->undo_off + hdr->undo_size && r.off + r.len > hdr->undo_off)) {
-            err = UT_ECORRUPT;
-            break;
+    uint64_t ring[RING];
+    for (uint64_t end = used; end > to;) {
+        uint64_t n = 0;
+        for (uint64_t pos = to; pos < end; n++) {
+            struct undo_rec r;
+            ring[n % RING] = pos;
+            memcpy(&r, odb->base + hdr->undo_off + pos, sizeof r);
+            pos += sizeof r + pad8(r.len);
         }
-        /* Restoring undo_used itself is pointless; it is set below. */
-        memcpy(odb->base + r.off, rec + sizeof r, r.len);
+        uint64_t k = n < RING ? n : RING;
+        for (uint64_t i = 0; i < k; i++) {
+            struct undo_rec r;
+            const uint8_t *rec = odb->base + hdr->undo_off + ring[(n - 1 - i) % RING];
+            memcpy(&r, rec, sizeof r);
+            /* Restoring undo_used itself is pointless; it is set below. */
+            memcpy(odb->base + r.off, rec + sizeof r, r.len);
+        }
+        end = ring[(n - k) % RING];
     }
-    ut_free(positions);
-    if (err)
-        return err;
     STORE_ORDER();
     hdr->undo_used = to;
     STORE_ORDER();
