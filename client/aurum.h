@@ -108,6 +108,11 @@ int au_dispatcher_start(struct au_client *c);
 void au_install_signal_handlers(void);
 bool au_should_stop(void);
 
+/* Removes the shared-memory segments of the experiment in `expdir` (the
+ * files in the directory stay). Processes still attached keep their
+ * mappings. For tests and for a clean restart. Returns 0 or -errno. */
+int au_experiment_remove_segments(const char *expdir);
+
 /* A snapshot of /System/Clients, for `scl` and the web page. */
 struct au_client_info {
     uint32_t slot;

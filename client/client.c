@@ -518,3 +518,18 @@ bool au_should_stop(void)
 {
     return stop_requested != 0;
 }
+
+int au_experiment_remove_segments(const char *expdir)
+{
+    static const char *const kinds[] = {"odb", "msg"};
+    int result = 0;
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
+        char shm[128];
+        int err = ut_shm_name(expdir, kinds[i], shm, sizeof shm);
+        if (!err)
+            err = ut_shm_unlink(shm);
+        if (err && err != -ENOENT && !result)
+            result = err;
+    }
+    return result;
+}
