@@ -1,6 +1,6 @@
 /*
  * client/client_int.h - the connection object and the internal functions
- * shared by client/*.c. Only client/ and tests/client/ include it.
+ * shared by the sources in client/. Only client/ and tests/client/ include it.
  *
  * Threads around one connection: the caller's threads (any number), the
  * watchdog thread, and optionally a notifier thread (behind au_watch_fd)

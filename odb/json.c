@@ -501,18 +501,18 @@ int odb_json_export(struct odb *odb, struct odb_hkey key, char **out, size_t *le
 
 /* One key of the document, validated and converted. */
 struct item {
-    const char *name;     /* borrowed from the jansson document */
-    json_t *val;          /* the value, borrowed from the document */
-    bool has_meta;        /* a "name/key" member gave the type */
-    enum odb_type type;   /* declared or inferred */
-    uint32_t n_elem;      /* values: elements */
-    uint32_t elem_size;   /* values: bytes per element */
-    uint32_t min_size;    /* strings: longest element + 1 */
-    int mode;             /* enum odb_mode bits, or -1 when not given */
-    bool has_mtime;       /* mtime_ns was given */
-    int64_t mtime_ns;     /* CLOCK_REALTIME ns */
-    void *data;           /* values: n_elem * elem_size bytes, owned */
-    struct item *kids;    /* directories: children in document order, owned */
+    const char *name;   /* borrowed from the jansson document */
+    json_t *val;        /* the value, borrowed from the document */
+    bool has_meta;      /* a "name/key" member gave the type */
+    enum odb_type type; /* declared or inferred */
+    uint32_t n_elem;    /* values: elements */
+    uint32_t elem_size; /* values: bytes per element */
+    uint32_t min_size;  /* strings: longest element + 1 */
+    int mode;           /* enum odb_mode bits, or -1 when not given */
+    bool has_mtime;     /* mtime_ns was given */
+    int64_t mtime_ns;   /* CLOCK_REALTIME ns */
+    void *data;         /* values: n_elem * elem_size bytes, owned */
+    struct item *kids;  /* directories: children in document order, owned */
     size_t n_kids;
 };
 
@@ -644,10 +644,10 @@ static const char *convert_elem(const json_t *e, enum odb_type type, uint32_t el
         bool is_signed;
         int bits;
     } ints[ODB_TYPE_MAX] = {
-        [ODB_TYPE_INT8] = {true, 8},    [ODB_TYPE_UINT8] = {false, 8},
-        [ODB_TYPE_INT16] = {true, 16},  [ODB_TYPE_UINT16] = {false, 16},
-        [ODB_TYPE_INT32] = {true, 32},  [ODB_TYPE_UINT32] = {false, 32},
-        [ODB_TYPE_INT64] = {true, 64},  [ODB_TYPE_UINT64] = {false, 64},
+        [ODB_TYPE_INT8] = {true, 8},   [ODB_TYPE_UINT8] = {false, 8},
+        [ODB_TYPE_INT16] = {true, 16}, [ODB_TYPE_UINT16] = {false, 16},
+        [ODB_TYPE_INT32] = {true, 32}, [ODB_TYPE_UINT32] = {false, 32},
+        [ODB_TYPE_INT64] = {true, 64}, [ODB_TYPE_UINT64] = {false, 64},
     };
     switch (type) {
     case ODB_TYPE_INT8:
@@ -662,9 +662,9 @@ static const char *convert_elem(const json_t *e, enum odb_type type, uint32_t el
         if (!read_int(e, &v))
             return "expected an integer";
         int bits = ints[type].bits;
-        uint64_t max_pos = ints[type].is_signed ? (UINT64_C(1) << (bits - 1)) - 1
-                                                : (bits == 64 ? UINT64_MAX
-                                                              : (UINT64_C(1) << bits) - 1);
+        uint64_t max_pos = ints[type].is_signed
+                               ? (UINT64_C(1) << (bits - 1)) - 1
+                               : (bits == 64 ? UINT64_MAX : (UINT64_C(1) << bits) - 1);
         uint64_t max_neg = ints[type].is_signed ? UINT64_C(1) << (bits - 1) : 0;
         if (v.neg ? v.mag > max_neg : v.mag > max_pos)
             return "integer out of range for the type";
@@ -754,13 +754,13 @@ static int convert_value(const struct importer *im, const json_t *val, enum odb_
     if (!buf)
         return odb__fail(UT_ENOMEM, "out of memory converting '%s'", im_path(im));
     for (uint32_t i = 0; i < n_elem; i++) {
-        const char *why = convert_elem(elem_at(val, i), type, elem_size,
-                                       buf + (size_t)i * elem_size);
+        const char *why =
+            convert_elem(elem_at(val, i), type, elem_size, buf + (size_t)i * elem_size);
         if (why) {
             ut_free(buf);
             if (n_elem > 1)
-                return odb__fail(err_code, "JSON '%s' element %u: %s (type %s)", im_path(im),
-                                 i, why, odb_type_name(type));
+                return odb__fail(err_code, "JSON '%s' element %u: %s (type %s)", im_path(im), i,
+                                 why, odb_type_name(type));
             return odb__fail(err_code, "JSON '%s': %s (type %s)", im_path(im), why,
                              odb_type_name(type));
         }
@@ -968,8 +968,7 @@ static bool is_meta_name(const char *name, size_t *base_len)
 /* Validates every member of the JSON object `obj` into a new array of
  * items (*out, freed with items_free). Returns 0, ODB_EJSON or UT_ENOMEM;
  * nothing is allocated on error. */
-static int validate_object(struct importer *im, const json_t *obj, struct item **out,
-                           size_t *n_out)
+static int validate_object(struct importer *im, const json_t *obj, struct item **out, size_t *n_out)
 {
     const char *name;
     json_t *val;
@@ -984,8 +983,7 @@ static int validate_object(struct importer *im, const json_t *obj, struct item *
         /* Metadata of a value that the object must hold too. */
         char base[ODB_NAME_MAX + 1];
         if (base_len == 0 || base_len > ODB_NAME_MAX || !odb__name_valid(name, base_len)) {
-            return odb__fail(ODB_EJSON, "JSON '%s': invalid key name '%.80s'", im_path(im),
-                             name);
+            return odb__fail(ODB_EJSON, "JSON '%s': invalid key name '%.80s'", im_path(im), name);
         }
         memcpy(base, name, base_len);
         base[base_len] = '\0';
@@ -1126,8 +1124,8 @@ static int apply_item(struct importer *im, uint32_t dir, const struct item *it)
     bool written = false;
     int err = odb__resolve(odb, odb__handle(odb, dir), it->name, false, &idx);
     if (err == ODB_ENOKEY) {
-        err = odb__create(odb, odb__handle(odb, dir), it->name, it->type, it->n_elem,
-                          it->elem_size, &idx);
+        err = odb__create(odb, odb__handle(odb, dir), it->name, it->type, it->n_elem, it->elem_size,
+                          &idx);
         if (err)
             return err;
         if (it->type != ODB_TYPE_DIR) {
@@ -1143,8 +1141,8 @@ static int apply_item(struct importer *im, uint32_t dir, const struct item *it)
         return err;
     } else if (it->type == ODB_TYPE_DIR) {
         if (odb->keys[idx].type != ODB_TYPE_DIR)
-            return odb__fail(ODB_ETYPE, "JSON '%s' is a directory, but the key is %s",
-                             im_path(im), odb_type_name((enum odb_type)odb->keys[idx].type));
+            return odb__fail(ODB_ETYPE, "JSON '%s' is a directory, but the key is %s", im_path(im),
+                             odb_type_name((enum odb_type)odb->keys[idx].type));
     } else {
         const struct odb_key_slot *k = &odb->keys[idx];
         if (k->type == ODB_TYPE_DIR)
@@ -1158,8 +1156,8 @@ static int apply_item(struct importer *im, uint32_t dir, const struct item *it)
             return err;
         size_t size = (size_t)it->n_elem * esize;
         const uint8_t *old = value_of(odb, k);
-        bool same = old && k->n_elem == it->n_elem && k->elem_size == esize &&
-                    memcmp(old, data, size) == 0;
+        bool same =
+            old && k->n_elem == it->n_elem && k->elem_size == esize && memcmp(old, data, size) == 0;
         if (!same && !(k->mode & ODB_MODE_WRITE))
             err = odb__fail(ODB_EACCESS, "key '%s' is not writable", im_path(im));
         else if (!same)

@@ -70,8 +70,7 @@ static int gzip_buf(const char *in, size_t len, uint8_t **out, size_t *out_len)
     if (len > UINT32_MAX / 2)
         return odb__fail(UT_EIO, "%zu bytes are too many to compress in one piece", len);
     /* windowBits 15 + 16: a gzip header and trailer instead of zlib's. */
-    int zerr = deflateInit2(&zs, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8,
-                            Z_DEFAULT_STRATEGY);
+    int zerr = deflateInit2(&zs, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY);
     if (zerr != Z_OK)
         return odb__fail(zerr == Z_MEM_ERROR ? UT_ENOMEM : UT_EIO, "deflateInit2: %s",
                          zs.msg ? zs.msg : "failed");
@@ -240,7 +239,8 @@ out:
  * Returns 0, -errno (-EFBIG past ODB_LOAD_MAX) or UT_ENOMEM. */
 static int read_file(const char *file, uint8_t **out, size_t *len_out)
 {
-    int fd = open(file, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    /* O_NONBLOCK: a FIFO must not block the open; regular files ignore it. */
+    int fd = open(file, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     if (fd < 0) {
         int err = -errno;
         return odb__fail(err, "cannot open '%s': %s", file, ut_strerror(err));

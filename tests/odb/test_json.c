@@ -34,7 +34,7 @@
 
 #include "odb/odb.h"
 
-#define SEG_SIZE (4u << 20)
+#define SEG_SIZE  (4u << 20)
 #define SWEEP_MAX 100000 /* bound of every allocation-failure sweep */
 
 /* ---------------------------------------------------------------------- */
@@ -42,9 +42,9 @@
 /* ---------------------------------------------------------------------- */
 
 struct fx {
-    struct odb *odb;   /* the test's main ODB */
-    char name[128];    /* its shm name */
-    struct odb *odb2;  /* a second ODB, opened on demand (open2) */
+    struct odb *odb;  /* the test's main ODB */
+    char name[128];   /* its shm name */
+    struct odb *odb2; /* a second ODB, opened on demand (open2) */
     char name2[128];
     char dir[PATH_MAX]; /* temp directory, removed in teardown */
 };
@@ -217,10 +217,10 @@ static void populate(struct odb *odb)
     int64_t i64[] = {INT64_MIN, -(INT64_C(1) << 53) - 1, (INT64_C(1) << 53) + 1, INT64_MAX};
     uint64_t u64[] = {0, (UINT64_C(1) << 53) + 1, (uint64_t)INT64_MAX, (uint64_t)INT64_MAX + 1,
                       UINT64_MAX};
-    float f32[] = {0.1f, -0.0f, 1.0f, FLT_MAX, -FLT_MAX, FLT_MIN, FLT_TRUE_MIN, 3.14159274f,
-                   NAN, INFINITY, -INFINITY};
-    double f64[] = {0.1, -0.0, 1.0, DBL_MAX, -DBL_MAX, DBL_MIN, 5e-324, 1e21, 123456789.125,
-                    NAN, INFINITY, -INFINITY};
+    float f32[] = {0.1f,         -0.0f,       1.0f, FLT_MAX,  -FLT_MAX, FLT_MIN,
+                   FLT_TRUE_MIN, 3.14159274f, NAN,  INFINITY, -INFINITY};
+    double f64[] = {0.1,    -0.0, 1.0,           DBL_MAX, -DBL_MAX, DBL_MIN,
+                    5e-324, 1e21, 123456789.125, NAN,     INFINITY, -INFINITY};
     uint8_t bools[] = {1, 0, 1};
     SET(odb, "/Ints/i8", ODB_TYPE_INT8, i8);
     SET(odb, "/Ints/u8", ODB_TYPE_UINT8, u8);
@@ -234,8 +234,7 @@ static void populate(struct odb *odb)
     SET(odb, "/Reals/f64", ODB_TYPE_DOUBLE, f64);
     SET(odb, "/Bools", ODB_TYPE_BOOL, bools);
     int32_t one = -42;
-    OK(odb_set(odb, ODB_ROOT, "/Scalars/int", ODB_TYPE_INT32, &one, sizeof one, 1,
-               ODB_SET_CREATE));
+    OK(odb_set(odb, ODB_ROOT, "/Scalars/int", ODB_TYPE_INT32, &one, sizeof one, 1, ODB_SET_CREATE));
     uint64_t big = UINT64_MAX - 5;
     OK(odb_set(odb, ODB_ROOT, "/Scalars/u64", ODB_TYPE_UINT64, &big, sizeof big, 1,
                ODB_SET_CREATE));
@@ -245,14 +244,14 @@ static void populate(struct odb *odb)
     uint8_t t = 1;
     OK(odb_set(odb, ODB_ROOT, "/Scalars/bool", ODB_TYPE_BOOL, &t, 1, 1, ODB_SET_CREATE));
     /* Strings: UTF-8 (2-, 3- and 4-byte), quotes, backslashes, controls. */
-    char s[80] = "h\xc3\xa9llo \"quoted\" \\back\\ /slash\n\ttab \x01\x1f \xe2\x82\xac \xf0\x9d\x84\x9e";
+    char s[80] =
+        "h\xc3\xa9llo \"quoted\" \\back\\ /slash\n\ttab \x01\x1f \xe2\x82\xac \xf0\x9d\x84\x9e";
     OK(odb_set(odb, ODB_ROOT, "/Strings/s", ODB_TYPE_STRING, s, sizeof s, 1, ODB_SET_CREATE));
     char empty[32] = "";
     OK(odb_set(odb, ODB_ROOT, "/Strings/empty", ODB_TYPE_STRING, empty, sizeof empty, 1,
                ODB_SET_CREATE));
     char arr[3][40] = {"one", "", "th\"ree \xc3\xbc"};
-    OK(odb_set(odb, ODB_ROOT, "/Strings/arr", ODB_TYPE_STRING, arr, sizeof arr, 3,
-               ODB_SET_CREATE));
+    OK(odb_set(odb, ODB_ROOT, "/Strings/arr", ODB_TYPE_STRING, arr, sizeof arr, 3, ODB_SET_CREATE));
     char exact[6] = "exact";
     OK(odb_set(odb, ODB_ROOT, "/Strings/exact", ODB_TYPE_STRING, exact, sizeof exact, 1,
                ODB_SET_CREATE));
@@ -366,8 +365,9 @@ static void test_export_format(void **state)
     char *s = export_all(fx->odb);
     /* Shortest round-trip reals, "0x" for UINT64 past INT64_MAX, strings
      * for non-finite reals, metadata before each value. */
-    assert_non_null(strstr(s, "\"f32\": [0.1, -0.0, 1.0, 3.4028235e+38, -3.4028235e+38, 1.1754944e-38, 1.4013e-45, "
-                       "3.1415927, \"NaN\""));
+    assert_non_null(strstr(
+        s, "\"f32\": [0.1, -0.0, 1.0, 3.4028235e+38, -3.4028235e+38, 1.1754944e-38, 1.4013e-45, "
+           "3.1415927, \"NaN\""));
     assert_non_null(strstr(s, "\"f64\": [0.1, -0.0, 1.0, 1.7976931348623157e+308"));
     assert_non_null(strstr(s, "\"NaN\", \"Infinity\", \"-Infinity\"]"));
     assert_non_null(strstr(s, "\"0x8000000000000000\", \"0xffffffffffffffff\"]"));
@@ -459,15 +459,15 @@ static void test_import_infer(void **state)
         enum odb_type type;
         uint32_t n, size;
     } want[] = {
-        {"/i", ODB_TYPE_INT32, 1, 4},       {"/big", ODB_TYPE_INT64, 1, 8},
-        {"/neg", ODB_TYPE_INT64, 1, 8},     {"/d", ODB_TYPE_DOUBLE, 1, 8},
-        {"/b", ODB_TYPE_BOOL, 1, 1},        {"/s", ODB_TYPE_STRING, 1, 32},
-        {"/long", ODB_TYPE_STRING, 1, 64},  {"/arr", ODB_TYPE_INT32, 3, 4},
-        {"/mix", ODB_TYPE_DOUBLE, 2, 8},    {"/wide", ODB_TYPE_INT64, 2, 8},
-        {"/sarr", ODB_TYPE_STRING, 2, 32},  {"/barr", ODB_TYPE_BOOL, 2, 1},
-        {"/hex", ODB_TYPE_STRING, 1, 32},   {"/dir", ODB_TYPE_DIR, 2, 0},
-        {"/dir/x", ODB_TYPE_INT32, 1, 4},   {"/dir/sub", ODB_TYPE_DIR, 0, 0},
-        {"/empty", ODB_TYPE_DIR, 0, 0},     {"/one", ODB_TYPE_INT32, 1, 4},
+        {"/i", ODB_TYPE_INT32, 1, 4},      {"/big", ODB_TYPE_INT64, 1, 8},
+        {"/neg", ODB_TYPE_INT64, 1, 8},    {"/d", ODB_TYPE_DOUBLE, 1, 8},
+        {"/b", ODB_TYPE_BOOL, 1, 1},       {"/s", ODB_TYPE_STRING, 1, 32},
+        {"/long", ODB_TYPE_STRING, 1, 64}, {"/arr", ODB_TYPE_INT32, 3, 4},
+        {"/mix", ODB_TYPE_DOUBLE, 2, 8},   {"/wide", ODB_TYPE_INT64, 2, 8},
+        {"/sarr", ODB_TYPE_STRING, 2, 32}, {"/barr", ODB_TYPE_BOOL, 2, 1},
+        {"/hex", ODB_TYPE_STRING, 1, 32},  {"/dir", ODB_TYPE_DIR, 2, 0},
+        {"/dir/x", ODB_TYPE_INT32, 1, 4},  {"/dir/sub", ODB_TYPE_DIR, 0, 0},
+        {"/empty", ODB_TYPE_DIR, 0, 0},    {"/one", ODB_TYPE_INT32, 1, 4},
     };
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         struct odb_key_info ki = info_of(odb, want[i].path);
@@ -530,8 +530,7 @@ static void test_import_merge(void **state)
     char s[64] = "old";
     OK(odb_set(odb, ODB_ROOT, "/s", ODB_TYPE_STRING, s, sizeof s, 1, ODB_SET_CREATE));
     int32_t keep = 7;
-    OK(odb_set(odb, ODB_ROOT, "/D/keep", ODB_TYPE_INT32, &keep, sizeof keep, 1,
-               ODB_SET_CREATE));
+    OK(odb_set(odb, ODB_ROOT, "/D/keep", ODB_TYPE_INT32, &keep, sizeof keep, 1, ODB_SET_CREATE));
     double dbl = 2.0;
     OK(odb_set(odb, ODB_ROOT, "/dbl", ODB_TYPE_DOUBLE, &dbl, sizeof dbl, 1, ODB_SET_CREATE));
     struct odb_key_info keep_before = info_of(odb, "/D/keep");
@@ -624,8 +623,7 @@ static void test_import_etype_rolls_back(void **state)
     struct odb *odb = fx->odb;
     populate(odb);
     int32_t first = 1, num = 2;
-    OK(odb_set(odb, ODB_ROOT, "/first", ODB_TYPE_INT32, &first, sizeof first, 1,
-               ODB_SET_CREATE));
+    OK(odb_set(odb, ODB_ROOT, "/first", ODB_TYPE_INT32, &first, sizeof first, 1, ODB_SET_CREATE));
     OK(odb_set(odb, ODB_ROOT, "/num", ODB_TYPE_INT32, &num, sizeof num, 1, ODB_SET_CREATE));
     /* Earlier members of the document (a changed value, new keys, a new
      * subtree) are all undone when a later one has the wrong type. */
@@ -661,32 +659,32 @@ static void test_import_bad_documents(void **state)
     snprintf(name64, sizeof name64, "{\"%.64s\": 1}",
              "nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn");
     const char *docs[] = {
-        "{\"a\": 1",                                    /* truncated */
-        "{\"a\": 1} x",                                 /* trailing garbage */
-        "{\"a\": [1, 2}",                               /* wrong nesting */
-        "{\"a\": {\"b\": 1]}",                          /* wrong nesting */
-        "",                                             /* empty */
-        "[1, 2]",                                       /* not an object */
-        "{\"a\": 1, \"a\": 2}",                         /* duplicate */
-        "{\"good\": 1, \"a\": 1, \"A\": 2}",            /* duplicate but for case */
-        "{\"a/b\": 1}",                                 /* '/' in a name */
-        "{\"a[0]\": 1}",                                /* '[' in a name */
-        name64,                                         /* 64-byte name */
-        "{\"\": 1}",                                    /* empty name */
-        "{\"..\": 1}",                                  /* reserved name */
-        "{\"ctl\\u0001\": 1}",                          /* control character */
-        "{\"a\": [1, \"x\"]}",                          /* mixed array */
-        "{\"a\": [true, 1]}",                           /* mixed array */
-        "{\"a\": [[1]]}",                               /* nested array */
-        "{\"a\": [{}]}",                                /* array of objects */
-        "{\"a\": []}",                                  /* empty array */
-        "{\"a\": null}",                                /* null */
-        "{\"a\": \"nul\\u0000inside\"}",                /* NUL in a string */
-        "{\"a\": 99999999999999999999}",                /* integer too big */
+        "{\"a\": 1",                                     /* truncated */
+        "{\"a\": 1} x",                                  /* trailing garbage */
+        "{\"a\": [1, 2}",                                /* wrong nesting */
+        "{\"a\": {\"b\": 1]}",                           /* wrong nesting */
+        "",                                              /* empty */
+        "[1, 2]",                                        /* not an object */
+        "{\"a\": 1, \"a\": 2}",                          /* duplicate */
+        "{\"good\": 1, \"a\": 1, \"A\": 2}",             /* duplicate but for case */
+        "{\"a/b\": 1}",                                  /* '/' in a name */
+        "{\"a[0]\": 1}",                                 /* '[' in a name */
+        name64,                                          /* 64-byte name */
+        "{\"\": 1}",                                     /* empty name */
+        "{\"..\": 1}",                                   /* reserved name */
+        "{\"ctl\\u0001\": 1}",                           /* control character */
+        "{\"a\": [1, \"x\"]}",                           /* mixed array */
+        "{\"a\": [true, 1]}",                            /* mixed array */
+        "{\"a\": [[1]]}",                                /* nested array */
+        "{\"a\": [{}]}",                                 /* array of objects */
+        "{\"a\": []}",                                   /* empty array */
+        "{\"a\": null}",                                 /* null */
+        "{\"a\": \"nul\\u0000inside\"}",                 /* NUL in a string */
+        "{\"a\": 99999999999999999999}",                 /* integer too big */
         "{\"good\": 1, \"d\": {\"e\": {\"bad/x\": 1}}}", /* deep bad name */
-        "{\"x/key\": {\"type\": \"INT32\"}}",           /* metadata without value */
-        "{\"x/key\": 5, \"x\": 1}",                     /* metadata not an object */
-        "{\"x/key\": {}, \"x\": 1}",                    /* no type */
+        "{\"x/key\": {\"type\": \"INT32\"}}",            /* metadata without value */
+        "{\"x/key\": 5, \"x\": 1}",                      /* metadata not an object */
+        "{\"x/key\": {}, \"x\": 1}",                     /* no type */
         "{\"x/key\": {\"type\": \"INT128\"}, \"x\": 1}",
         "{\"x/key\": {\"type\": 7}, \"x\": 1}",
         "{\"x/key\": {\"type\": \"INT8\"}, \"x\": 300}",
@@ -1003,8 +1001,7 @@ static void test_alloc_fail_import(void **state)
     struct odb *odb = fx->odb;
     populate(odb);
     int32_t v = 1;
-    OK(odb_set(odb, ODB_ROOT, "/Run/existing", ODB_TYPE_INT32, &v, sizeof v, 1,
-               ODB_SET_CREATE));
+    OK(odb_set(odb, ODB_ROOT, "/Run/existing", ODB_TYPE_INT32, &v, sizeof v, 1, ODB_SET_CREATE));
     char *before = export_all(odb);
     long n;
     int err = -1;
