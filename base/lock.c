@@ -92,8 +92,8 @@ static __thread char last_error[384];
 static __thread uint32_t cached_tid;
 static __thread bool in_release_hook;
 
-static char owner_name[32] = "?"; /* written once at connect, read under locks */
-static atomic_uint owner_name_gen;  /* bumped at every ut_lock_set_owner_name */
+static char owner_name[32] = "?";  /* written once at connect, read under locks */
+static atomic_uint owner_name_gen; /* bumped at every ut_lock_set_owner_name */
 static atomic_int interrupt_flag;
 
 /* getpid() cached for the diagnostics; 0 = not known yet, also in a
@@ -263,8 +263,7 @@ static void note_owner(struct ut_shlock *sh, const char *file, int line)
     clock_gettime(CLOCK_REALTIME_COARSE, &ts);
     __atomic_store_n(&sh->owner_pid, self_pid(), __ATOMIC_RELAXED);
     __atomic_store_n(&sh->owner_tid, ut_tid(), __ATOMIC_RELAXED);
-    __atomic_store_n(&sh->since_ns, (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec,
-                     __ATOMIC_RELAXED);
+    __atomic_store_n(&sh->since_ns, (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec, __ATOMIC_RELAXED);
     __atomic_store_n(&sh->owner_line, (uint32_t)line, __ATOMIC_RELAXED);
     struct owner_note *note = &owner_notes[((uintptr_t)sh / 64) % OWNER_NOTES];
     unsigned gen = atomic_load_explicit(&owner_name_gen, memory_order_relaxed);
@@ -338,7 +337,20 @@ static int wait_for_mutex(struct ut_lock *lock, const char *file, int line)
         abs.tv_sec += abs.tv_nsec / 1000000000L;
         abs.tv_nsec %= 1000000000L;
 #if UT_TSAN
-        rc = pthread_mutex_timedlock(&sh->mutex, &abs);
+        /* TSan's timedlock interceptor records the acquisition only when
+         * it returns 0: after EOWNERDEAD the unlock would be reported as
+         * unlocking an unlocked mutex. Its trylock interceptor handles
+         * EOWNERDEAD, so TSan builds poll with trylock, 1 ms apart. */
+        rc = pthread_mutex_trylock(&sh->mutex);
+        for (int64_t end = ut_now_ns() + (int64_t)slice * 1000000; rc == EBUSY;) {
+            if (ut_now_ns() >= end) {
+                rc = ETIMEDOUT;
+                break;
+            }
+            struct timespec ms = {0, 1000000L};
+            nanosleep(&ms, NULL);
+            rc = pthread_mutex_trylock(&sh->mutex);
+        }
 #else
         rc = pthread_mutex_clocklock(&sh->mutex, CLOCK_MONOTONIC, &abs);
 #endif

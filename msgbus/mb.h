@@ -41,9 +41,9 @@ enum mb_msg_type {
 #define MB_MSG_MASK(type) (1u << (unsigned)(type))
 #define MB_MSG_MASK_ALL   ((1u << MB_MSG_TYPE_MAX) - 1u)
 
-#define MB_MSG_SOURCE_MAX 31   /* bytes of a source client name, without the NUL */
-#define MB_MSG_TEXT_MAX   1023 /* bytes of text, without the NUL */
-#define MB_MSG_DEFER_MAX  256  /* messages one thread may hold back (see mb_msg_post) */
+#define MB_MSG_SOURCE_MAX        31   /* bytes of a source client name, without the NUL */
+#define MB_MSG_TEXT_MAX          1023 /* bytes of text, without the NUL */
+#define MB_MSG_DEFER_MAX         256  /* messages one thread may hold back (see mb_msg_post) */
 #define MB_MSGRING_DEFAULT_SLOTS 2048
 
 /* The type's name: "ERROR", "INFO", "DEBUG", "USER", "LOG", "TALK", or
@@ -54,13 +54,13 @@ int mb_msg_type_from_name(const char *name, enum mb_msg_type *out);
 
 /* One message, as copied out of the ring or the log. A plain value. */
 struct mb_msg {
-    uint64_t seq;                         /* 1, 2, 3, ...: gapless per ring */
-    int64_t time_ns;                      /* CLOCK_REALTIME of the post, ns */
+    uint64_t seq;    /* 1, 2, 3, ...: gapless per ring */
+    int64_t time_ns; /* CLOCK_REALTIME of the post, ns */
     enum mb_msg_type type;
-    uint32_t pid;                         /* process that posted it */
-    uint32_t text_len;                    /* bytes in text, without the NUL */
-    char source[MB_MSG_SOURCE_MAX + 1];   /* client name, NUL-terminated */
-    char text[MB_MSG_TEXT_MAX + 1];       /* NUL-terminated; a cut text ends in "..." */
+    uint32_t pid;                       /* process that posted it */
+    uint32_t text_len;                  /* bytes in text, without the NUL */
+    char source[MB_MSG_SOURCE_MAX + 1]; /* client name, NUL-terminated */
+    char text[MB_MSG_TEXT_MAX + 1];     /* NUL-terminated; a cut text ends in "..." */
 };
 
 /* A handle to an experiment's message ring. Opaque; thread-safe (any
@@ -97,8 +97,8 @@ int mb_msgring_open(const char *shm_name, unsigned flags, const struct mb_msgrin
 /* As mb_msgring_open, for the experiment in directory `expdir` (the shm
  * name comes from ut_shm_name(expdir, "msg")). Also returns
  * UT_ENAMETOOLONG or -errno from realpath. */
-int mb_msgring_open_exp(const char *expdir, unsigned flags,
-                        const struct mb_msgring_params *params, struct mb_msgring **out);
+int mb_msgring_open_exp(const char *expdir, unsigned flags, const struct mb_msgring_params *params,
+                        struct mb_msgring **out);
 
 /*
  * Closes a handle. First flushes the calling thread's deferred messages
@@ -136,8 +136,8 @@ int mb_msgring_destroy(const char *shm_name);
  * defer it; counted as lost), or an error of taking the ring lock:
  * UT_ETIMEOUT, UT_EINTR, UT_ECORRUPT. Thread- and process-safe.
  */
-int mb_msg_post(struct mb_msgring *ring, enum mb_msg_type type, const char *source,
-                const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+int mb_msg_post(struct mb_msgring *ring, enum mb_msg_type type, const char *source, const char *fmt,
+                ...) __attribute__((format(printf, 4, 5)));
 /* mb_msg_post with a va_list (consumed). */
 int mb_msg_vpost(struct mb_msgring *ring, enum mb_msg_type type, const char *source,
                  const char *fmt, va_list ap) __attribute__((format(printf, 4, 0)));
@@ -179,16 +179,16 @@ uint64_t mb_msg_last_seq(struct mb_msgring *ring);
 int mb_msg_wait(struct mb_msgring *ring, uint64_t after_seq, int timeout_ms);
 
 struct mb_msg_stats {
-    uint32_t n_slots;         /* capacity in messages */
-    uint64_t first_seq;       /* oldest message stored */
-    uint64_t last_seq;        /* newest message (first_seq - 1 when empty) */
-    uint64_t n_posted;        /* messages written into the ring, all processes */
-    uint64_t n_deferred;      /* posts deferred because a lock was held */
-    uint64_t n_lost;          /* deferred messages dropped (queue full, or not postable
-                                 when their thread exited) */
-    uint64_t n_wakes;         /* futex wake calls made by posters */
-    uint64_t n_recovered;     /* recoveries after a holder died */
-    uint64_t n_discarded;     /* half-written messages thrown away by recovery */
+    uint32_t n_slots;     /* capacity in messages */
+    uint64_t first_seq;   /* oldest message stored */
+    uint64_t last_seq;    /* newest message (first_seq - 1 when empty) */
+    uint64_t n_posted;    /* messages written into the ring, all processes */
+    uint64_t n_deferred;  /* posts deferred because a lock was held */
+    uint64_t n_lost;      /* deferred messages dropped (queue full, or not postable
+                             when their thread exited) */
+    uint64_t n_wakes;     /* futex wake calls made by posters */
+    uint64_t n_recovered; /* recoveries after a holder died */
+    uint64_t n_discarded; /* half-written messages thrown away by recovery */
 };
 
 /* Fills *out from counters in the segment, without taking the lock (the
@@ -248,12 +248,12 @@ void mb_msglog_stats(const struct mb_msglog *log, struct mb_msglog_stats *out);
 int mb_msglog_last_seq(struct mb_msglog *log, uint64_t *out);
 
 struct mb_msglog_filter {
-    int64_t since_ns;    /* time_ns >= since_ns; 0: no lower bound */
-    int64_t until_ns;    /* time_ns < until_ns; 0: no upper bound */
-    unsigned type_mask;  /* MB_MSG_MASK bits of the wanted types; 0: all */
-    const char *source;  /* exact source name; NULL: any */
-    uint64_t after_seq;  /* seq > after_seq; 0: any */
-    size_t max;          /* the newest max matches only; 0: all */
+    int64_t since_ns;   /* time_ns >= since_ns; 0: no lower bound */
+    int64_t until_ns;   /* time_ns < until_ns; 0: no upper bound */
+    unsigned type_mask; /* MB_MSG_MASK bits of the wanted types; 0: all */
+    const char *source; /* exact source name; NULL: any */
+    uint64_t after_seq; /* seq > after_seq; 0: any */
+    size_t max;         /* the newest max matches only; 0: all */
 };
 
 /*

@@ -62,19 +62,19 @@
 /* System messages                                                         */
 /* ---------------------------------------------------------------------- */
 
-#define MB_MSG_KIND      0x4d534731u /* 'MSG1' */
-#define MB_MSG_SLOT_SIZE 1088u
-#define MB_MSG_SLOTS_OFF 512u
-#define MB_MSG_MIN_SLOTS 4u
-#define MB_MSG_MAX_SLOTS (1u << 20)
+#define MB_MSG_KIND          0x4d534731u /* 'MSG1' */
+#define MB_MSG_SLOT_SIZE     1088u
+#define MB_MSG_SLOTS_OFF     512u
+#define MB_MSG_MIN_SLOTS     4u
+#define MB_MSG_MAX_SLOTS     (1u << 20)
 #define MB_MSG_WAIT_SLICE_MS 100 /* futex waits are cut into slices this long */
 
 struct mb_msg_slot {
-    uint64_t seq;                       /* 0 = empty; stored last, with release order */
-    int64_t time_ns;                    /* CLOCK_REALTIME, ns */
-    uint32_t type;                      /* enum mb_msg_type */
-    uint32_t pid;                       /* poster */
-    uint32_t text_len;                  /* bytes, <= MB_MSG_TEXT_MAX */
+    uint64_t seq;      /* 0 = empty; stored last, with release order */
+    int64_t time_ns;   /* CLOCK_REALTIME, ns */
+    uint32_t type;     /* enum mb_msg_type */
+    uint32_t pid;      /* poster */
+    uint32_t text_len; /* bytes, <= MB_MSG_TEXT_MAX */
     uint32_t reserved;
     char source[MB_MSG_SOURCE_MAX + 1]; /* NUL-terminated */
     char text[MB_MSG_TEXT_MAX + 1];     /* text_len bytes, then NUL */
@@ -85,22 +85,22 @@ _Static_assert(offsetof(struct mb_msg_slot, text) == 64, "message slot layout");
 
 /* The ring's header; it follows the ut_shm_header at segment offset 64. */
 struct mb_msg_header {
-    uint32_t n_slots;      /* capacity; immutable */
-    uint32_t slot_size;    /* MB_MSG_SLOT_SIZE; immutable */
-    uint64_t slots_off;    /* MB_MSG_SLOTS_OFF; immutable */
-    uint64_t first_seq;    /* oldest message stored; under the ring lock */
-    uint64_t last_seq;     /* newest published; written under the ring lock, read atomically */
-    uint64_t base_seq;     /* first_seq at creation; immutable */
+    uint32_t n_slots;   /* capacity; immutable */
+    uint32_t slot_size; /* MB_MSG_SLOT_SIZE; immutable */
+    uint64_t slots_off; /* MB_MSG_SLOTS_OFF; immutable */
+    uint64_t first_seq; /* oldest message stored; under the ring lock */
+    uint64_t last_seq;  /* newest published; written under the ring lock, read atomically */
+    uint64_t base_seq;  /* first_seq at creation; immutable */
     uint8_t reserved0[24];
-    uint32_t futex_word;   /* bumped after each publish; FUTEX_WAIT/WAKE word (shared) */
-    uint32_t n_waiters;    /* threads inside mb_msg_wait's futex wait; atomic */
-    uint64_t n_wakes;      /* FUTEX_WAKE calls; atomic */
+    uint32_t futex_word; /* bumped after each publish; FUTEX_WAIT/WAKE word (shared) */
+    uint32_t n_waiters;  /* threads inside mb_msg_wait's futex wait; atomic */
+    uint64_t n_wakes;    /* FUTEX_WAKE calls; atomic */
     uint8_t reserved1[48];
-    uint64_t n_posted;     /* messages published; written under the ring lock, atomic */
-    uint64_t n_deferred;   /* posts deferred; atomic */
-    uint64_t n_lost;       /* deferred messages dropped; atomic */
-    uint64_t n_recovered;  /* recoveries after a dead holder; under the ring lock, atomic */
-    uint64_t n_discarded;  /* half-written posts discarded; under the ring lock, atomic */
+    uint64_t n_posted;    /* messages published; written under the ring lock, atomic */
+    uint64_t n_deferred;  /* posts deferred; atomic */
+    uint64_t n_lost;      /* deferred messages dropped; atomic */
+    uint64_t n_recovered; /* recoveries after a dead holder; under the ring lock, atomic */
+    uint64_t n_discarded; /* half-written posts discarded; under the ring lock, atomic */
     uint8_t reserved2[24];
     union {
         struct ut_shlock lock; /* the ring lock, rank UT_RANK_MSG, name "msg" */
@@ -119,7 +119,7 @@ _Static_assert(sizeof(struct ut_shm_header) + sizeof(struct mb_msg_header) == MB
 struct mb_msgring {
     struct ut_shm shm;
     struct mb_msg_header *hdr; /* in shm, at base + 64 */
-    uint8_t *slots;            /* in shm, at base + MB_MSG_SLOTS_OFF */
+    struct mb_msg_slot *slots; /* in shm, at base + MB_MSG_SLOTS_OFF */
     uint32_t n_slots;          /* validated copy of hdr->n_slots; used for all indexing */
     struct ut_lock lock;       /* bound to hdr->lock */
     atomic_long refs;          /* 1 for the opener (until close) + 1 per deferred message */
@@ -128,7 +128,7 @@ struct mb_msgring {
 /* The slot that holds (or will hold) seq. */
 static inline struct mb_msg_slot *mb__msg_slot(const struct mb_msgring *ring, uint64_t seq)
 {
-    return (struct mb_msg_slot *)(ring->slots + (size_t)(seq % ring->n_slots) * MB_MSG_SLOT_SIZE);
+    return &ring->slots[seq % ring->n_slots];
 }
 
 #include "base/banned.h"

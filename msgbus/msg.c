@@ -104,9 +104,9 @@ int mb_msg_type_from_name(const char *name, enum mb_msg_type *out)
 /* ---------------------------------------------------------------------- */
 
 struct pending {
-    struct mb_msgring *ring;            /* queued: holds a reference on it */
-    int64_t time_ns;                    /* CLOCK_REALTIME of the post call */
-    uint32_t type;                      /* enum mb_msg_type, checked */
+    struct mb_msgring *ring; /* queued: holds a reference on it */
+    int64_t time_ns;         /* CLOCK_REALTIME of the post call */
+    uint32_t type;           /* enum mb_msg_type, checked */
     uint32_t pid;
     uint32_t text_len;                  /* <= MB_MSG_TEXT_MAX */
     uint32_t n_dropped_after;           /* queue-full drops after this entry */
@@ -242,8 +242,7 @@ static int recover_ring(void *arg)
     }
     for (uint64_t seq = first; seq <= last; seq++) {
         if (!slot_valid(mb__msg_slot(ring, seq), seq)) {
-            ut_log(UT_LOG_ERROR, "message ring: message %llu is damaged",
-                   (unsigned long long)seq);
+            ut_log(UT_LOG_ERROR, "message ring: message %llu is damaged", (unsigned long long)seq);
             return UT_ECORRUPT;
         }
     }
@@ -321,8 +320,8 @@ static void ring_unref(struct mb_msgring *ring, long n)
 struct defer_queue {
     struct pending *e; /* entries [0, n), oldest first; heap */
     size_t n;
-    size_t cap;        /* grows by doubling up to MB_MSG_DEFER_MAX */
-    bool flushing;     /* a flush runs in this thread: do not re-enter */
+    size_t cap;    /* grows by doubling up to MB_MSG_DEFER_MAX */
+    bool flushing; /* a flush runs in this thread: do not re-enter */
 };
 
 static __thread struct defer_queue *tq;
@@ -436,8 +435,7 @@ static int flush_queue(bool final)
         return 0;
     if (ut_lock_top_rank() >= UT_RANK_MSG) {
         if (final) {
-            ut_log(UT_LOG_ERROR, "thread exits holding a lock: %zu deferred messages lost",
-                   q->n);
+            ut_log(UT_LOG_ERROR, "thread exits holding a lock: %zu deferred messages lost", q->n);
             drop_entries(q, 0, true);
         }
         return 0;
@@ -479,9 +477,12 @@ int mb_msg_flush(void)
 static uint64_t fingerprint(void)
 {
     uint64_t f = 0x4d5347u;
-    const uint64_t parts[] = {sizeof(struct mb_msg_header), sizeof(struct mb_msg_slot),
-                              sizeof(struct ut_shlock),     offsetof(struct mb_msg_header, lock),
-                              MB_MSG_TEXT_MAX,              MB_MSG_SOURCE_MAX};
+    const uint64_t parts[] = {sizeof(struct mb_msg_header),
+                              sizeof(struct mb_msg_slot),
+                              sizeof(struct ut_shlock),
+                              offsetof(struct mb_msg_header, lock),
+                              MB_MSG_TEXT_MAX,
+                              MB_MSG_SOURCE_MAX};
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
         f = (f ^ parts[i]) * 1099511628211ull;
     return f;
@@ -524,7 +525,7 @@ int mb_msgring_open(const char *shm_name, unsigned flags, const struct mb_msgrin
     if (err)
         goto fail_free;
     struct mb_msg_header *h =
-        (struct mb_msg_header *)((uint8_t *)ring->shm.base + sizeof(struct ut_shm_header));
+        (struct mb_msg_header *)(void *)((uint8_t *)ring->shm.base + sizeof(struct ut_shm_header));
     if (ring->shm.created) {
         /* ftruncate gave zeroes: every slot is empty (seq 0). */
         err = ut_shlock_init(&h->lock);
@@ -543,11 +544,10 @@ int mb_msgring_open(const char *shm_name, unsigned flags, const struct mb_msgrin
             goto fail_close;
     }
     ring->hdr = h;
-    ring->slots = (uint8_t *)ring->shm.base + MB_MSG_SLOTS_OFF;
+    ring->slots = (struct mb_msg_slot *)(void *)((uint8_t *)ring->shm.base + MB_MSG_SLOTS_OFF);
     ring->n_slots = h->n_slots;
     atomic_init(&ring->refs, 1);
-    ut_lock_bind(&ring->lock, &h->lock, "msg", UT_RANK_MSG, p.lock_timeout_ms, recover_ring,
-                 ring);
+    ut_lock_bind(&ring->lock, &h->lock, "msg", UT_RANK_MSG, p.lock_timeout_ms, recover_ring, ring);
     *out = ring;
     return 0;
 
@@ -560,8 +560,8 @@ fail_free:
     return err;
 }
 
-int mb_msgring_open_exp(const char *expdir, unsigned flags,
-                        const struct mb_msgring_params *params, struct mb_msgring **out)
+int mb_msgring_open_exp(const char *expdir, unsigned flags, const struct mb_msgring_params *params,
+                        struct mb_msgring **out)
 {
     char name[128];
     if (!expdir)
@@ -613,8 +613,8 @@ int mb_msg_vpost(struct mb_msgring *ring, enum mb_msg_type type, const char *sou
     return post_batch(ring, &m, 1);
 }
 
-int mb_msg_post(struct mb_msgring *ring, enum mb_msg_type type, const char *source,
-                const char *fmt, ...)
+int mb_msg_post(struct mb_msgring *ring, enum mb_msg_type type, const char *source, const char *fmt,
+                ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -667,7 +667,7 @@ int mb_msg_read(struct mb_msgring *ring, uint64_t after_seq, struct mb_msg *out,
     ut_lock_release(&ring->lock);
     if (err) {
         ut_log(UT_LOG_ERROR, "message ring: stored message %llu is damaged",
-               (unsigned long long)(start + n));
+               (unsigned long long)start + n);
         return err;
     }
     *n_out = n;

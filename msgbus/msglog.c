@@ -54,30 +54,31 @@
 #include <unistd.h>
 
 #define BUSY_TIMEOUT_MS 10000
-#define SYNC_BATCH 64
-#define LOST_SOURCE "msglog"
+#define SYNC_BATCH      64
+#define LOST_SOURCE     "msglog"
 
 struct mb_msglog {
     sqlite3 *db;
-    sqlite3_stmt *insert;       /* INSERT OR IGNORE one row */
-    sqlite3_stmt *max_seq;      /* SELECT COALESCE(MAX(seq), 0) */
+    sqlite3_stmt *insert;  /* INSERT OR IGNORE one row */
+    sqlite3_stmt *max_seq; /* SELECT COALESCE(MAX(seq), 0) */
     struct mb_msglog_stats stats;
-    bool warned_behind;         /* "ring behind the log" was logged once */
-    char errmsg[256];           /* last SQLite error, "" when none */
+    bool warned_behind; /* "ring behind the log" was logged once */
+    char errmsg[256];   /* last SQLite error, "" when none */
 };
 
-static const char schema_sql[] =
+static const char table_sql[] =
     "CREATE TABLE IF NOT EXISTS messages(seq INTEGER PRIMARY KEY, time_ns INTEGER NOT NULL, "
-    "type TEXT NOT NULL, source TEXT NOT NULL, pid INTEGER NOT NULL, text TEXT NOT NULL);"
-    "CREATE INDEX IF NOT EXISTS messages_time ON messages(time_ns);"
-    "CREATE INDEX IF NOT EXISTS messages_type ON messages(type);"
-    "CREATE INDEX IF NOT EXISTS messages_source ON messages(source);";
+    "type TEXT NOT NULL, source TEXT NOT NULL, pid INTEGER NOT NULL, text TEXT NOT NULL)";
+static const char index_sql[] = "CREATE INDEX IF NOT EXISTS messages_time ON messages(time_ns);"
+                                "CREATE INDEX IF NOT EXISTS messages_type ON messages(type);"
+                                "CREATE INDEX IF NOT EXISTS messages_source ON messages(source);";
+static const char *const columns[] = {"seq", "time_ns", "type", "source", "pid", "text"};
 
 /* Records SQLite's message for rc and maps rc to our error space. */
 static int sql_fail(struct mb_msglog *log, int rc, const char *what)
 {
-    snprintf(log->errmsg, sizeof log->errmsg, "%s: %s", what,
-             log->db ? sqlite3_errmsg(log->db) : sqlite3_errstr(rc));
+    (void)snprintf(log->errmsg, sizeof log->errmsg, "%s: %s", what,
+                   log->db ? sqlite3_errmsg(log->db) : sqlite3_errstr(rc));
     switch (rc & 0xff) {
     case SQLITE_BUSY:
     case SQLITE_LOCKED:
@@ -89,19 +90,58 @@ static int sql_fail(struct mb_msglog *log, int rc, const char *what)
     }
 }
 
-static int exec(struct mb_msglog *log, const char *sql)
+/* Runs SQL without results. what names it in the error message. */
+static int exec(struct mb_msglog *log, const char *sql, const char *what)
 {
     int rc = sqlite3_exec(log->db, sql, NULL, NULL, NULL);
-    return rc == SQLITE_OK ? 0 : sql_fail(log, rc, sql);
+    return rc == SQLITE_OK ? 0 : sql_fail(log, rc, what);
+}
+
+/* Checks that the messages table has our columns, in order. Returns 0,
+ * MB_EMSGLOG_SCHEMA or an SQLite error. */
+static int check_schema(struct mb_msglog *log)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(log->db, "PRAGMA table_info(messages)", -1, &st, NULL);
+    if (rc != SQLITE_OK)
+        return sql_fail(log, rc, "PRAGMA table_info");
+    size_t n = 0;
+    bool same = true;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const unsigned char *name = sqlite3_column_text(st, 1);
+        if (n >= sizeof columns / sizeof columns[0] || !name ||
+            strcmp((const char *)name, columns[n]) != 0)
+            same = false;
+        n++;
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return sql_fail(log, rc, "PRAGMA table_info");
+    if (!same || n != sizeof columns / sizeof columns[0]) {
+        (void)snprintf(log->errmsg, sizeof log->errmsg,
+                       "table 'messages' does not have the columns (seq, time_ns, type, source, "
+                       "pid, text)");
+        return MB_EMSGLOG_SCHEMA;
+    }
+    return 0;
 }
 
 /* Creates the file with mode 0600 (whatever the umask) if it does not
- * exist; never follows a symlink. Returns 0 or -errno. */
+ * exist; never follows a symlink. Returns 0 or -errno (-ELOOP for a
+ * symlink). */
 static int create_file(const char *path)
 {
     int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0 && errno == EEXIST) {
+        /* O_EXCL says EEXIST for a symlink too: tell that case apart. */
+        fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
+            return -errno;
+        close(fd);
+        return 0;
+    }
     if (fd < 0)
-        return errno == EEXIST ? 0 : -errno;
+        return -errno;
     int err = fchmod(fd, 0600) < 0 ? -errno : 0;
     close(fd);
     return err;
@@ -118,8 +158,8 @@ static int set_wal(struct mb_msglog *log)
         int rc = sqlite3_prepare_v2(log->db, "PRAGMA journal_mode=WAL", -1, &st, NULL);
         if (rc == SQLITE_OK)
             rc = sqlite3_step(st);
-        bool wal = rc == SQLITE_ROW &&
-                   strcmp((const char *)sqlite3_column_text(st, 0) ?: "", "wal") == 0;
+        const unsigned char *mode = rc == SQLITE_ROW ? sqlite3_column_text(st, 0) : NULL;
+        bool wal = mode && strcmp((const char *)mode, "wal") == 0;
         sqlite3_finalize(st);
         if (wal)
             return 0;
@@ -141,9 +181,9 @@ int mb_msglog_open(const char *db_path, struct mb_msglog **out)
     struct mb_msglog *log = ut_calloc(1, sizeof *log);
     if (!log)
         return UT_ENOMEM;
-    int rc = sqlite3_open_v2(db_path, &log->db,
-                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOFOLLOW | SQLITE_OPEN_NOMUTEX,
-                             NULL);
+    int rc =
+        sqlite3_open_v2(db_path, &log->db,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOFOLLOW | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
         err = sql_fail(log, rc, "open");
         goto fail;
@@ -152,9 +192,13 @@ int mb_msglog_open(const char *db_path, struct mb_msglog **out)
     sqlite3_busy_timeout(log->db, BUSY_TIMEOUT_MS);
     err = set_wal(log);
     if (!err)
-        err = exec(log, "PRAGMA synchronous=NORMAL");
+        err = exec(log, "PRAGMA synchronous=NORMAL", "PRAGMA synchronous");
     if (!err)
-        err = exec(log, schema_sql);
+        err = exec(log, table_sql, "CREATE TABLE");
+    if (!err)
+        err = check_schema(log);
+    if (!err)
+        err = exec(log, index_sql, "CREATE INDEX");
     if (err)
         goto fail;
     rc = sqlite3_prepare_v2(log->db,
@@ -165,10 +209,7 @@ int mb_msglog_open(const char *db_path, struct mb_msglog **out)
         rc = sqlite3_prepare_v2(log->db, "SELECT COALESCE(MAX(seq), 0) FROM messages", -1,
                                 &log->max_seq, NULL);
     if (rc != SQLITE_OK) {
-        /* The statements only fail to compile against a foreign table. */
         err = sql_fail(log, rc, "prepare");
-        if (err == MB_EMSGLOG)
-            err = MB_EMSGLOG_SCHEMA;
         goto fail;
     }
     log->errmsg[0] = '\0';
@@ -244,8 +285,7 @@ static int insert_row(struct mb_msglog *log, const struct mb_msg *m, uint64_t *n
 
 /* Writes the row that stands for n_lost messages gone before seq `at`
  * was logged. Returns 0 or an error. */
-static int insert_lost_row(struct mb_msglog *log, uint64_t at, uint64_t n_lost,
-                           uint64_t *n_written)
+static int insert_lost_row(struct mb_msglog *log, uint64_t at, uint64_t n_lost, uint64_t *n_written)
 {
     struct mb_msg m = {0};
     m.seq = at;
@@ -271,7 +311,7 @@ int mb_msglog_sync(struct mb_msglog *log, struct mb_msgring *ring)
     if (!buf)
         return UT_ENOMEM;
     uint64_t written = 0, lost = 0;
-    int err = exec(log, "BEGIN IMMEDIATE");
+    int err = exec(log, "BEGIN IMMEDIATE", "BEGIN IMMEDIATE");
     if (err)
         goto out;
     uint64_t after;
@@ -307,7 +347,7 @@ int mb_msglog_sync(struct mb_msglog *log, struct mb_msgring *ring)
         }
         after = buf[n - 1].seq;
     }
-    err = exec(log, "COMMIT");
+    err = exec(log, "COMMIT", "COMMIT");
     if (err)
         goto rollback;
     log->stats.n_syncs++;
@@ -340,6 +380,20 @@ static uint32_t copy_column(sqlite3_stmt *st, int col, char *dst, size_t size)
     return (uint32_t)n;
 }
 
+/* Appends to the NUL-terminated text in buf; the text always fits (the
+ * query's longest form is far below the buffer), which is asserted. */
+static void append(char *buf, size_t size, size_t *len, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void append(char *buf, size_t size, size_t *len, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf + *len, size - *len, fmt, ap);
+    va_end(ap);
+    UT_ASSERT(n >= 0 && (size_t)n < size - *len);
+    *len += (size_t)n;
+}
+
 int mb_msglog_query(struct mb_msglog *log, const struct mb_msglog_filter *f, struct mb_msg **out,
                     size_t *n_out)
 {
@@ -354,20 +408,19 @@ int mb_msglog_query(struct mb_msglog *log, const struct mb_msglog_filter *f, str
 
     /* Newest first with LIMIT, reversed below: "the newest max". */
     char sql[512];
-    size_t len = (size_t)snprintf(sql, sizeof sql,
-                                  "SELECT seq, time_ns, type, source, pid, text FROM messages "
-                                  "WHERE seq > ?1 AND (?2 = 0 OR time_ns >= ?2) AND "
-                                  "(?3 = 0 OR time_ns < ?3) AND (?4 IS NULL OR source = ?4)");
+    size_t len = 0;
+    append(sql, sizeof sql, &len,
+           "SELECT seq, time_ns, type, source, pid, text FROM messages "
+           "WHERE seq > ?1 AND (?2 = 0 OR time_ns >= ?2) AND "
+           "(?3 = 0 OR time_ns < ?3) AND (?4 IS NULL OR source = ?4)");
     if (f->type_mask) {
-        len += (size_t)snprintf(sql + len, sizeof sql - len, " AND type IN (");
+        append(sql, sizeof sql, &len, " AND type IN (");
         for (int t = 0, k = 0; t < MB_MSG_TYPE_MAX; t++)
             if (f->type_mask & MB_MSG_MASK(t))
-                len += (size_t)snprintf(sql + len, sizeof sql - len, "%s?%d", k++ ? ", " : "",
-                                        10 + t);
-        len += (size_t)snprintf(sql + len, sizeof sql - len, ")");
+                append(sql, sizeof sql, &len, "%s?%d", k++ ? ", " : "", 10 + t);
+        append(sql, sizeof sql, &len, ")");
     }
-    snprintf(sql + len, sizeof sql - len, " ORDER BY seq DESC LIMIT ?5");
-    UT_ASSERT(len < sizeof sql - 32);
+    append(sql, sizeof sql, &len, " ORDER BY seq DESC LIMIT ?5");
 
     sqlite3_stmt *st = NULL;
     int rc = sqlite3_prepare_v2(log->db, sql, -1, &st, NULL);
@@ -381,8 +434,7 @@ int mb_msglog_query(struct mb_msglog *log, const struct mb_msglog_filter *f, str
     sqlite3_bind_int64(st, 5, f->max && f->max < INT64_MAX ? (sqlite3_int64)f->max : -1);
     for (int t = 0; t < MB_MSG_TYPE_MAX; t++)
         if (f->type_mask & MB_MSG_MASK(t))
-            sqlite3_bind_text(st, 10 + t, mb_msg_type_name((enum mb_msg_type)t), -1,
-                              SQLITE_STATIC);
+            sqlite3_bind_text(st, 10 + t, mb_msg_type_name((enum mb_msg_type)t), -1, SQLITE_STATIC);
 
     struct mb_msg *msgs = NULL;
     size_t n = 0, cap = 0;

@@ -211,12 +211,12 @@ static void jb_string(struct jbuf *b, const char *s, size_t n)
         } else if (c == '\f') {
             esc = "\\f";
         } else if (c < 0x20) {
-            snprintf(tmp, sizeof tmp, "\\u%04x", c);
+            (void)snprintf(tmp, sizeof tmp, "\\u%04x", c);
             esc = tmp;
         } else if (c >= 0x80) {
             len = utf8_len(u + i, n - i);
             if (len == 0) {
-                snprintf(tmp, sizeof tmp, "\\u%04x", c);
+                (void)snprintf(tmp, sizeof tmp, "\\u%04x", c);
                 esc = tmp;
                 len = 1;
             }
@@ -266,7 +266,7 @@ static void emit_float(struct jbuf *b, double d, bool is_float)
     char buf[40];
     int prec = is_float ? 6 : 15;
     for (;; prec++) {
-        snprintf(buf, sizeof buf, "%.*g", prec, d);
+        (void)snprintf(buf, sizeof buf, "%.*g", prec, d);
         double back = strtod(buf, NULL);
         if (is_float ? (float)back == (float)d : back == d)
             break;
@@ -383,10 +383,9 @@ static int emit_member(struct exporter *x, uint32_t idx, int depth)
     if (type <= 0 || type >= ODB_TYPE_MAX)
         return odb__fail(UT_ECORRUPT, "key %u has an invalid type %d", idx, (int)type);
     char name_key[ODB_NAME_MAX + 5];
-    memcpy(name_key, k->name, name_len);
-    memcpy(name_key + name_len, "/key", 4);
+    int nk = snprintf(name_key, sizeof name_key, "%.*s/key", (int)name_len, k->name);
     jb_indent(b, depth);
-    jb_string(b, name_key, name_len + 4);
+    jb_string(b, name_key, nk > 0 && (size_t)nk < sizeof name_key ? (size_t)nk : 0);
     jb_printf(b, ": {\"type\": \"%s\"", odb_type_name(type));
     if (type != ODB_TYPE_DIR) {
         jb_printf(b, ", \"n\": %u", k->n_elem);
@@ -1010,8 +1009,7 @@ static int validate_object(struct importer *im, const json_t *obj, struct item *
             goto fail;
         }
         char meta_name[ODB_NAME_MAX + 5];
-        memcpy(meta_name, name, len);
-        memcpy(meta_name + len, "/key", 5);
+        (void)snprintf(meta_name, sizeof meta_name, "%s/key", name); /* len <= 63 */
         size_t saved;
         if (!path_push(im, name, &saved)) {
             err = bad_doc(im, "path longer than ODB_PATH_MAX");
@@ -1075,9 +1073,7 @@ static int data_for_key(struct importer *im, const struct item *it, const struct
     uint32_t esize = odb_type_size(kt) ? (uint32_t)odb_type_size(kt) : it->elem_size;
     if (kt == ODB_TYPE_STRING) {
         /* Keep the key's capacity when the strings fit in it. */
-        if (k->n_elem == it->n_elem && k->elem_size >= it->min_size)
-            esize = k->elem_size;
-        else if (k->elem_size > esize)
+        if (k->elem_size >= it->min_size)
             esize = k->elem_size;
         if (esize == it->elem_size)
             return 0;

@@ -221,8 +221,9 @@ bool odb__name_valid(const char *name, size_t len);
 /* Watches (watch.c). Queues a change of key idx for every watch on it or
  * an ancestor (logged, so a rollback drops it). */
 int odb__watch_notify(struct odb *odb, uint32_t idx);
-/* After unlock: wakes the subscribers that were notified. */
-void odb__watch_wake(struct odb *odb);
+/* After unlock: wakes those of `subs` (or, with `all`, of every
+ * subscriber) that announced they sleep. */
+void odb__watch_wake(struct odb *odb, const uint32_t *subs, uint32_t n, bool all);
 void odb__watch_forget_wakes(struct odb *odb);
 
 /* Values (value.c). */

@@ -38,6 +38,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#define ZLIB_CONST /* next_in is const: no cast needed for our const input */
 #include <zlib.h>
 
 #define ODB_LOAD_MAX (256u << 20) /* bytes, file and decompressed text */
@@ -80,7 +81,7 @@ static int gzip_buf(const char *in, size_t len, uint8_t **out, size_t *out_len)
         deflateEnd(&zs);
         return odb__fail(UT_ENOMEM, "out of memory compressing %zu bytes", len);
     }
-    zs.next_in = (Bytef *)(uintptr_t)in;
+    zs.next_in = (const Bytef *)in;
     zs.avail_in = (uInt)len;
     zs.next_out = buf;
     zs.avail_out = (uInt)cap;
@@ -169,8 +170,8 @@ static int write_atomic(const char *file, const uint8_t *data, size_t len)
         goto out;
     }
     for (int tries = 0; fd < 0 && tries < 100; tries++) {
-        snprintf(tmp, tmp_size, "%s.tmp.%ld.%u", file, (long)getpid(),
-                 atomic_fetch_add(&counter, 1));
+        (void)snprintf(tmp, tmp_size, "%s.tmp.%ld.%u", file, (long)getpid(),
+                       atomic_fetch_add(&counter, 1));
         fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
         if (fd < 0 && errno != EEXIST)
             break;
@@ -328,7 +329,7 @@ static int gunzip_buf(const char *file, const uint8_t *in, size_t len, uint8_t *
         err = odb__fail(UT_ENOMEM, "out of memory reading '%s'", file);
         goto out;
     }
-    zs.next_in = (Bytef *)(uintptr_t)in;
+    zs.next_in = (const Bytef *)in;
     zs.avail_in = (uInt)len; /* len <= ODB_LOAD_MAX */
     for (;;) {
         if (used == cap) {

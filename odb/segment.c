@@ -3,11 +3,12 @@
  * type names; the per-thread error message.
  *
  * Sizing at creation: the key table gets max_keys slots of 192 bytes, the
- * hash table the next power of two >= max_keys buckets, the undo log an
- * eighth of the segment (at least 64 KiB), and the value heap the rest.
+ * hash table the next power of two >= max_keys buckets, the undo log a
+ * quarter of the segment (at least 64 KiB), and the value heap the rest.
  */
 #include "odb/odb_int.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -115,7 +116,7 @@ static int format_segment(struct odb *odb, const struct odb_params *p)
     off = align_up(off + (size_t)p->max_watches * sizeof(struct odb_watch), 64);
     size_t sub_off = off;
     off = align_up(off + (size_t)p->max_subscribers * sizeof(struct odb_subscriber), 64);
-    size_t undo_size = align_up(size / 8 > 65536 ? size / 8 : 65536, 64);
+    size_t undo_size = align_up(size / 4 > 65536 ? size / 4 : 65536, 64);
     size_t undo_off = off;
     off += undo_size;
     size_t heap_off = align_up(off, 64);
@@ -217,6 +218,8 @@ int odb_open(const char *shm_name, unsigned flags, const struct odb_params *para
                           (flags & ODB_OPEN_CREATE) != 0, p.lock_timeout_ms);
     if (err) {
         ut_free(odb);
+        if (err == -ENOENT)
+            err = UT_ENOENT; /* as documented in odb.h */
         return odb__fail(err, "cannot open ODB segment %s: %s", shm_name, ut_strerror(err));
     }
     odb->hdr = (struct odb_header *)((uint8_t *)odb->shm.base + sizeof(struct ut_shm_header));

@@ -278,7 +278,13 @@ static int new_key(struct odb *odb, uint32_t parent, const char *name, size_t le
     }
     LOGGED_SET(odb, hdr->free_key, k->next_sib);
     LOGGED_SET(odb, hdr->n_keys, hdr->n_keys + 1);
-    int err = odb__undo_save(odb, k, sizeof *k);
+    /* A free slot's only meaningful fields are its generation, its type
+     * (0) and its free-list link: logging just those keeps a large import
+     * within the undo log. */
+    _Static_assert(offsetof(struct odb_key_slot, parent) == 8, "slot head is 8 bytes");
+    int err = odb__undo_save(odb, k, offsetof(struct odb_key_slot, parent));
+    if (!err)
+        err = odb__undo_save(odb, &k->next_sib, sizeof k->next_sib);
     if (err)
         return err;
     uint32_t gen = k->gen + 1;

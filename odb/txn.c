@@ -196,15 +196,13 @@ int odb__end(struct odb *odb, int err)
     /* Wake watchers only after the lock is released; the wake list belongs
      * to the lock holder, so take a private copy first. Waking after a
      * rollback is a harmless spurious wake-up. */
-    struct odb copy;
-    copy.hdr = odb->hdr;
-    copy.subs = odb->subs;
-    copy.n_wake = odb->n_wake;
-    copy.wake_all = odb->wake_all;
-    memcpy(copy.wake, odb->wake, odb->n_wake * sizeof odb->wake[0]);
+    uint32_t wake[sizeof odb->wake / sizeof odb->wake[0]];
+    uint32_t n_wake = odb->n_wake;
+    bool wake_all = odb->wake_all;
+    memcpy(wake, odb->wake, n_wake * sizeof wake[0]);
     odb__watch_forget_wakes(odb);
     odb__runlock(odb);
-    odb__watch_wake(&copy);
+    odb__watch_wake(odb, wake, n_wake, wake_all);
     return err;
 }
 

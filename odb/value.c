@@ -18,7 +18,8 @@
 
 static int check_type(const struct odb_key_slot *k, enum odb_type type)
 {
-    if (k->type == ODB_TYPE_DIR && type != ODB_TYPE_DIR)
+    /* Also for type == DIR: a directory has no value to read or write. */
+    if (k->type == ODB_TYPE_DIR)
         return odb__fail(ODB_EISDIR, "'%s' is a directory", k->name);
     if (k->type != type)
         return odb__fail(ODB_ETYPE, "'%s' is of type %s, not %s", k->name,
@@ -77,9 +78,9 @@ int odb_get(struct odb *odb, struct odb_hkey base, const char *path, enum odb_ty
     if ((type == ODB_TYPE_STRING || type == ODB_TYPE_LINK) && k->n_elem == 1)
         need = strnlen(v, k->elem_size) + 1;
     if (*size < need) {
-        *size = need;
         err = odb__fail(ODB_ETRUNC, "buffer of %zu bytes too small for '%s' (%zu bytes)", *size,
                         k->name, need);
+        *size = need;
         goto out;
     }
     memcpy(buf, v, need);

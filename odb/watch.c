@@ -117,16 +117,15 @@ static void wake_sub(struct odb *odb, uint32_t sub)
         futex(&s->seq, FUTEX_WAKE, INT_MAX, NULL);
 }
 
-void odb__watch_wake(struct odb *odb)
+void odb__watch_wake(struct odb *odb, const uint32_t *subs, uint32_t n, bool all)
 {
-    /* Called by odb__end with a private copy of the list: see there. */
-    if (odb->wake_all) {
+    if (all) {
         for (uint32_t i = 0; i < odb->hdr->max_subs; i++)
             wake_sub(odb, i);
         return;
     }
-    for (uint32_t i = 0; i < odb->n_wake; i++)
-        wake_sub(odb, odb->wake[i]);
+    for (uint32_t i = 0; i < n; i++)
+        wake_sub(odb, subs[i]);
 }
 
 void odb__watch_forget_wakes(struct odb *odb)

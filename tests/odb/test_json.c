@@ -62,7 +62,7 @@ static void ok_at(int err, const char *what, const char *file, int line)
 static struct odb *open_odb(char *name, size_t size)
 {
     static unsigned counter;
-    snprintf(name, size, "/aurum-test-json-%d-%u", (int)getpid(), ++counter);
+    (void)snprintf(name, size, "/aurum-test-json-%d-%u", (int)getpid(), ++counter);
     (void)odb_destroy(name);
     struct odb_params p = {.size_bytes = SEG_SIZE};
     struct odb *odb = NULL;
@@ -76,7 +76,8 @@ static int setup(void **state)
     assert_non_null(fx);
     fx->odb = open_odb(fx->name, sizeof fx->name);
     const char *tmp = getenv("TMPDIR");
-    snprintf(fx->dir, sizeof fx->dir, "%s/aurum-test-json-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    (void)snprintf(fx->dir, sizeof fx->dir, "%s/aurum-test-json-XXXXXX",
+                   tmp && *tmp ? tmp : "/tmp");
     assert_non_null(mkdtemp(fx->dir));
     *state = fx;
     return 0;
@@ -99,7 +100,7 @@ static int teardown(void **state)
             if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
                 continue;
             char p[PATH_MAX + 300];
-            snprintf(p, sizeof p, "%s/%s", fx->dir, e->d_name);
+            (void)snprintf(p, sizeof p, "%s/%s", fx->dir, e->d_name);
             unlink(p);
         }
         closedir(d);
@@ -118,7 +119,7 @@ static struct odb *open2(struct fx *fx)
 
 static void path_in(const struct fx *fx, const char *file, char *out, size_t size)
 {
-    snprintf(out, size, "%s/%s", fx->dir, file);
+    (void)snprintf(out, size, "%s/%s", fx->dir, file);
 }
 
 /* Export of the whole ODB as a malloc'ed string (the test frees it). */
@@ -162,11 +163,12 @@ static char *read_whole(const char *path, size_t *len)
         n += r;
         if (n == cap) {
             cap *= 2;
-            buf = realloc(buf, cap + 1);
-            assert_non_null(buf);
+            char *nb = realloc(buf, cap + 1);
+            assert_non_null(nb);
+            buf = nb;
         }
     }
-    fclose(f);
+    (void)fclose(f);
     buf[n] = '\0';
     *len = n;
     return buf;
@@ -180,7 +182,7 @@ static int count_files(const struct fx *fx, const char *part)
     int n = 0;
     struct dirent *e;
     while ((e = readdir(d)) != NULL)
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") && strstr(e->d_name, part))
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0 && strstr(e->d_name, part))
             n++;
     closedir(d);
     return n;
@@ -301,7 +303,8 @@ static void compare_trees(struct odb *a, struct odb *b, const char *path)
         for (size_t i = 0; i < na; i++) {
             assert_string_equal(ea[i].name, eb[i].name);
             char child[ODB_PATH_MAX + 1];
-            snprintf(child, sizeof child, "%s/%s", strcmp(path, "/") ? path : "", ea[i].name);
+            (void)snprintf(child, sizeof child, "%s/%s", strcmp(path, "/") != 0 ? path : "",
+                           ea[i].name);
             compare_trees(a, b, child);
         }
         odb_dirents_free(ea);
@@ -567,7 +570,7 @@ static void test_import_merge(void **state)
     memset(longer, 'x', 80);
     longer[80] = '\0';
     char doc[200];
-    snprintf(doc, sizeof doc, "{\"s\": \"%s\"}", longer);
+    (void)snprintf(doc, sizeof doc, "{\"s\": \"%s\"}", longer);
     OK(import_str(odb, doc));
     assert_int_equal(info_of(odb, "/s").elem_size, 96);
 
@@ -628,8 +631,8 @@ static void test_import_etype_rolls_back(void **state)
     /* Earlier members of the document (a changed value, new keys, a new
      * subtree) are all undone when a later one has the wrong type. */
     const char *docs[] = {
-        "{\"first\": 42, \"newkey\": 5, \"newdir\": {\"a\": {\"b\": 1}},"
-        " \"num/key\": {\"type\": \"STRING\", \"n\": 1, \"size\": 32}, \"num\": \"x\"}",
+        ("{\"first\": 42, \"newkey\": 5, \"newdir\": {\"a\": {\"b\": 1}},"
+         " \"num/key\": {\"type\": \"STRING\", \"n\": 1, \"size\": 32}, \"num\": \"x\"}"),
         "{\"first\": 42, \"newkey\": 5, \"num/key\": {\"type\": \"INT16\"}, \"num\": 1}",
         "{\"first\": 42, \"num\": \"string into INT32\"}",
         "{\"first\": 42, \"num\": {\"dir\": 1}}",
@@ -656,8 +659,8 @@ static void test_import_bad_documents(void **state)
     struct odb *odb = fx->odb;
     populate(odb);
     char name64[200];
-    snprintf(name64, sizeof name64, "{\"%.64s\": 1}",
-             "nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn");
+    (void)snprintf(name64, sizeof name64, "{\"%.64s\": 1}",
+                   "nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn");
     const char *docs[] = {
         "{\"a\": 1",                                     /* truncated */
         "{\"a\": 1} x",                                  /* trailing garbage */
@@ -890,8 +893,8 @@ static void test_save_errors(void **state)
     path_in(fx, "victim", victim, sizeof victim);
     FILE *f = fopen(victim, "w");
     assert_non_null(f);
-    fputs("precious", f);
-    fclose(f);
+    (void)fputs("precious", f);
+    (void)fclose(f);
     path_in(fx, "link.json", path, sizeof path);
     assert_int_equal(symlink(victim, path), 0);
     OK(odb_save(fx->odb, ODB_ROOT, path));
