@@ -158,6 +158,18 @@ static int open_experiment(struct au_client *c, const struct au_connect_opts *o)
         return err;
     struct mb_msgring_params mp = {0};
     mp.lock_timeout_ms = o->lock_timeout_ms;
+    err = mb_msgring_open(shm, 0, &mp, &c->ring);
+    if (err != UT_ENOENT)
+        return err;
+    /* A new ring continues the numbering of the message log, so the log
+     * never mistakes new messages for ones it already has. */
+    char log_path[PATH_MAX + 32];
+    snprintf(log_path, sizeof log_path, "%s/messages.sqlite3", c->expdir);
+    struct mb_msglog *log = NULL;
+    uint64_t last = 0;
+    if (mb_msglog_open(log_path, &log) == 0 && mb_msglog_last_seq(log, &last) == 0)
+        mp.first_seq = last + 1;
+    mb_msglog_close(log);
     return mb_msgring_open(shm, MB_MSGRING_CREATE, &mp, &c->ring);
 }
 

@@ -213,8 +213,9 @@ struct mb_msglog;
 /* Opens (creating it with mode 0600 when missing) the log at db_path.
  * On success *out owns a handle, released with mb_msglog_close. Returns 0,
  * UT_EINVAL, UT_ENOMEM, MB_EMSGLOG (SQLite failed; details in the log via
- * ut_log), MB_EMSGLOG_SCHEMA (the file has another table layout) or -errno
- * (creating the file; -ELOOP for a symlink). */
+ * ut_log), MB_EMSGLOG_SCHEMA (the file has another table layout),
+ * UT_ETIMEOUT (the file stayed locked past the 10 s busy timeout) or
+ * -errno (creating the file; -ELOOP for a symlink). Thread-safe. */
 int mb_msglog_open(const char *db_path, struct mb_msglog **out);
 void mb_msglog_close(struct mb_msglog *log);
 

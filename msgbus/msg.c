@@ -104,10 +104,10 @@ int mb_msg_type_from_name(const char *name, enum mb_msg_type *out)
 /* ---------------------------------------------------------------------- */
 
 struct pending {
-    struct mb_msgring *ring; /* queued: holds a reference on it */
-    int64_t time_ns;         /* CLOCK_REALTIME of the post call */
-    uint32_t type;           /* enum mb_msg_type, checked */
-    uint32_t pid;
+    struct mb_msgring *ring;            /* queued: holds a reference on it */
+    int64_t time_ns;                    /* CLOCK_REALTIME of the post call */
+    uint32_t type;                      /* enum mb_msg_type, checked */
+    uint32_t pid;                       /* poster */
     uint32_t text_len;                  /* <= MB_MSG_TEXT_MAX */
     uint32_t n_dropped_after;           /* queue-full drops after this entry */
     char source[MB_MSG_SOURCE_MAX + 1]; /* NUL-terminated */
@@ -327,6 +327,9 @@ struct defer_queue {
 static __thread struct defer_queue *tq;
 static pthread_key_t queue_key;
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+/* getpid(), cached (it is a real system call); 0 = not known yet, also in
+ * a forked child (forget_queue_in_child). */
+static atomic_uint cached_pid;
 
 static int flush_queue(bool final);
 
@@ -358,6 +361,7 @@ static void queue_destructor(void *arg)
  * which will post it. */
 static void forget_queue_in_child(void)
 {
+    atomic_store_explicit(&cached_pid, 0, memory_order_relaxed);
     struct defer_queue *q = tq;
     if (q) {
         drop_entries(q, 0, false);
@@ -376,6 +380,18 @@ static void module_init(void)
     UT_ASSERT(rc == 0);
     pthread_atfork(NULL, NULL, forget_queue_in_child);
     ut_lock_set_release_hook(UT_RANK_MSG, flush_hook);
+}
+
+/* The calling process's pid. The fork handler that forgets it is
+ * registered by module_init, which every ring open runs first. */
+static uint32_t self_pid(void)
+{
+    uint32_t pid = atomic_load_explicit(&cached_pid, memory_order_relaxed);
+    if (!pid) {
+        pid = (uint32_t)getpid();
+        atomic_store_explicit(&cached_pid, pid, memory_order_relaxed);
+    }
+    return pid;
 }
 
 /* Queues a copy of *m for ring. Returns 0 (queued, or dropped and counted
@@ -601,7 +617,7 @@ int mb_msg_vpost(struct mb_msgring *ring, enum mb_msg_type type, const char *sou
     m.ring = ring;
     m.time_ns = ut_wall_ns();
     m.type = (uint32_t)type;
-    m.pid = (uint32_t)getpid();
+    m.pid = self_pid();
     m.n_dropped_after = 0;
     set_source(&m, source);
     format_text(&m, fmt, ap);

@@ -65,7 +65,7 @@ struct odb_hkey {
 };
 
 /* The root directory. */
-extern const struct odb_hkey ODB_ROOT;
+#define ODB_ROOT ((struct odb_hkey){0, 1})
 
 #define ODB_NAME_MAX 63           /* bytes, without the NUL */
 #define ODB_PATH_MAX 1024         /* bytes, without the NUL */

@@ -13,8 +13,6 @@
 #include <string.h>
 #include <strings.h>
 
-const struct odb_hkey ODB_ROOT = {0, 1};
-
 static __thread char errmsg[512];
 
 int odb__fail(int err, const char *fmt, ...)
