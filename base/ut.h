@@ -61,6 +61,15 @@
     X(ODB_ENAME, -2017, "invalid key name")                                                        \
     X(MB_EMSGLOG, -3000, "message log database error")                                             \
     X(MB_EMSGLOG_SCHEMA, -3001, "message log database has an incompatible schema")                 \
+    X(MB_EFULL, -3002, "event buffer is full")                                                     \
+    X(MB_EEMPTY, -3003, "no event in the buffer")                                                  \
+    X(MB_ETOOBIG, -3004, "event larger than the buffer allows")                                    \
+    X(MB_EBADREQ, -3005, "invalid event request")                                                  \
+    X(MB_ENOREQ, -3006, "this buffer handle has no event request")                                 \
+    X(MB_ETRUNC, -3007, "event larger than the receive buffer")                                    \
+    X(MB_ECLIENTS, -3008, "event buffer has no free client entry")                                 \
+    X(MB_EREMOVED, -3009, "this client was removed from the event buffer")                         \
+    X(MB_EREQUESTS, -3010, "too many event requests on one buffer handle")                         \
     X(AU_EFULL, -5000, "the experiment has no free client slot")                                   \
     X(AU_EDUPNAME, -5001, "client name already in use")                                            \
     X(AU_EREMOVED, -5002, "this client was removed by another client's watchdog")                  \

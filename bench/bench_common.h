@@ -58,13 +58,14 @@ static inline int64_t bench_now_ns(void)
 static inline void bench_die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
 static inline void bench_die(const char *fmt, ...)
 {
+    /* One write, so that messages of forked workers do not interleave. */
+    char msg[1024];
     va_list ap;
-    fflush(stdout);
-    fputs("bench: FATAL: ", stderr);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
+    fflush(stdout);
+    fprintf(stderr, "bench: FATAL: %s\n", msg);
     exit(1);
 }
 

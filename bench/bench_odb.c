@@ -371,18 +371,23 @@ static struct bench_result run_threads(bench_fn fn, void *const *args)
     return sum;
 }
 
-static void read_full(int fd, void *buf, size_t len)
+/* Reads exactly len bytes. Returns false at end of file (the writers
+ * are gone); other errors abort the run. */
+static bool read_full(int fd, void *buf, size_t len)
 {
     uint8_t *p = buf;
     while (len > 0) {
         ssize_t r = read(fd, p, len);
         if (r < 0 && errno == EINTR)
             continue;
-        if (r <= 0)
-            bench_die("read from worker pipe: %s", r < 0 ? strerror(errno) : "early EOF");
+        if (r < 0)
+            bench_die("read from pipe: %s", strerror(errno));
+        if (r == 0)
+            return false;
         p += r;
         len -= (size_t)r;
     }
+    return true;
 }
 
 static void write_full(int fd, const void *buf, size_t len)
@@ -428,7 +433,9 @@ static struct bench_result run_processes(bench_fn fn, proc_setup_fn setup,
             void *state = setup(arg);
             char byte = 'r';
             write_full(ready[1], &byte, 1);
-            read_full(go[0], &byte, 1);
+            close(ready[1]); /* so that the parent sees EOF if a sibling fails */
+            if (!read_full(go[0], &byte, 1))
+                _exit(3); /* the parent gave up */
             struct bench_result r = bench_measure(fn, state, &opts);
             teardown(state);
             write_full(res[1], &r, sizeof r);
@@ -438,14 +445,22 @@ static struct bench_result run_processes(bench_fn fn, proc_setup_fn setup,
     close(ready[1]);
     close(go[0]);
     close(res[1]);
+    /* A worker that fails closes its pipe ends by exiting: then the reads
+     * below see end of file, and the exit statuses tell what happened. */
     char bytes[N_WORKERS];
-    read_full(ready[0], bytes, N_WORKERS);
-    memset(bytes, 'g', sizeof bytes);
-    write_full(go[1], bytes, N_WORKERS);
+    bool ok = read_full(ready[0], bytes, N_WORKERS);
+    if (ok) {
+        memset(bytes, 'g', sizeof bytes);
+        write_full(go[1], bytes, N_WORKERS);
+    }
+    close(go[1]);
     struct bench_result sum = {0, 0, 0.0, 0.0};
-    for (int i = 0; i < N_WORKERS; i++) {
+    for (int i = 0; ok && i < N_WORKERS; i++) {
         struct bench_result r;
-        read_full(res[0], &r, sizeof r);
+        if (!read_full(res[0], &r, sizeof r)) {
+            ok = false;
+            break;
+        }
         sum.ops += r.ops;
         sum.ns = r.ns > sum.ns ? r.ns : sum.ns;
         sum.rate += r.rate;
@@ -459,8 +474,9 @@ static struct bench_result run_processes(bench_fn fn, proc_setup_fn setup,
         if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
             bench_die("worker process %d failed (status 0x%x)", (int)pids[i], status);
     }
+    if (!ok)
+        bench_die("a worker process closed its pipe early");
     close(ready[0]);
-    close(go[1]);
     close(res[0]);
     sum.ns_each = sum.rate > 0 ? 1e9 / sum.rate : 0.0;
     return sum;
@@ -608,6 +624,14 @@ int main(int argc, char **argv)
     printf("bench_odb: ODB access vs. robust-mutex and memcpy limits (%s: %.2f s warm-up, "
            "%.2f s per figure)\n",
            quick ? "quick" : "full", opts.warm_s, opts.run_s);
+    /* Other load on the machine makes every figure pessimistic (wall-clock
+     * time includes time spent descheduled); say so next to the table. */
+    double load = 0.0;
+    long n_cpu = sysconf(_SC_NPROCESSORS_ONLN);
+    if (getloadavg(&load, 1) != 1)
+        load = -1.0;
+    printf("machine: %ld CPUs, load average %.2f at start%s\n", n_cpu, load,
+           n_cpu > 0 && load > 0.5 * (double)n_cpu ? " (busy: figures are pessimistic)" : "");
     printf("MIDAS reference (measured on this machine by the project): ~0.3 M gets/s\n\n");
     bench_header();
 

@@ -109,7 +109,8 @@ int odb_find_nofollow(struct odb *odb, struct odb_hkey base, const char *path,
  * elem_size is the capacity of each element including the NUL (ignored for
  * other types; 0 means 32 for STRING). n_elem >= 1 (ignored for DIR). The
  * value is zeroed. `out` may be NULL. Returns 0, ODB_EEXIST, ODB_EPATH,
- * ODB_ENAME, ODB_ENOTDIR, ODB_ENOSPC, ODB_EKEYS, ODB_EACCESS, UT_EINVAL. */
+ * ODB_ENAME, ODB_ENOTDIR, ODB_ENOSPC, ODB_EKEYS, ODB_EACCESS, UT_EINVAL (also for
+ * ODB_TYPE_LINK: links are made with odb_link). */
 int odb_create(struct odb *odb, struct odb_hkey base, const char *path, enum odb_type type,
                uint32_t n_elem, uint32_t elem_size, struct odb_hkey *out);
 
@@ -198,8 +199,10 @@ int odb_set_mode(struct odb *odb, struct odb_hkey key, uint32_t mode);
  * matching begin. Transactions nest as savepoints: an inner abort undoes
  * only the inner part; only the outermost commit makes changes durable.
  * Every single call above is such a transaction on its own. begin returns
- * 0, UT_ETIMEOUT, UT_EINTR or UT_ECORRUPT; commit returns 0 or ODB_ETOOBIG
- * (the undo log overflowed: everything since begin was rolled back).
+ * 0, UT_ETIMEOUT, UT_EINTR or UT_ECORRUPT; commit returns 0. A call inside
+ * a transaction that fails (for example with ODB_ETOOBIG when its changes
+ * overflow the undo log) undoes only itself; the caller decides whether to
+ * abort the rest.
  * Deleted keys are reclaimed after the outermost commit. Handles of keys
  * inside a subtree deleted within a transaction go stale at that commit. */
 int odb_txn_begin(struct odb *odb);

@@ -551,6 +551,8 @@ int odb_create(struct odb *odb, struct odb_hkey base, const char *path, enum odb
                uint32_t n_elem, uint32_t elem_size, struct odb_hkey *out)
 {
     odb__clear_error();
+    if (type == ODB_TYPE_LINK)
+        return odb__fail(UT_EINVAL, "links are made with odb_link, which needs a target");
     int err = odb__begin(odb);
     if (err)
         return err;

@@ -109,7 +109,7 @@ static void test_alloc_fail_after(void **state)
     ut_alloc_fail_after(3);
     a = ut_malloc(16);
     b = ut_calloc(2, 8);
-    c = ut_malloc(16); /* the third fails */
+    c = ut_malloc(16);  /* the third fails */
     d = ut_strdup("x"); /* and every one after */
     void *e = ut_calloc(1, 1);
     void *r = ut_realloc(a, 64);
@@ -152,7 +152,7 @@ static void test_fault_points(void **state)
     assert_false(ut_fault_hit("test.a")); /* 1st */
     assert_false(ut_fault_hit("test.c")); /* other names are unaffected */
     assert_true(ut_fault_hit("test.b"));
-    assert_true(ut_fault_hit("test.a")); /* 2nd */
+    assert_true(ut_fault_hit("test.a"));  /* 2nd */
     assert_false(ut_fault_hit("test.a")); /* one shot */
     assert_false(ut_fault_hit("test.b"));
 

@@ -22,10 +22,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define KIND 0x54455354u /* 'TEST' */
-#define FPRINT 0x1234567890abcdefull
+#define KIND     0x54455354u /* 'TEST' */
+#define FPRINT   0x1234567890abcdefull
 #define SEG_SIZE 65536
-#define WAIT_MS 10000
+#define WAIT_MS  10000
 
 struct fixture {
     char name[128];
@@ -62,6 +62,7 @@ static int teardown(void **state)
     }
     rmdir(f->dir);
     free(f);
+    tfx_unlink_all();
     return 0;
 }
 
@@ -184,11 +185,9 @@ static void test_mismatch_refused(void **state)
     assert_int_equal(ut_shm_open(&a, f->name, SEG_SIZE, KIND, FPRINT, true, 1000), 0);
     ut_shm_ready(&a);
     struct ut_shm b = {0};
-    assert_int_equal(ut_shm_open(&b, f->name, SEG_SIZE, KIND + 1, FPRINT, true, 1000),
-                     UT_EVERSION);
+    assert_int_equal(ut_shm_open(&b, f->name, SEG_SIZE, KIND + 1, FPRINT, true, 1000), UT_EVERSION);
     assert_null(b.base); /* out-parameter untouched */
-    assert_int_equal(ut_shm_open(&b, f->name, SEG_SIZE, KIND, FPRINT ^ 1, true, 1000),
-                     UT_EVERSION);
+    assert_int_equal(ut_shm_open(&b, f->name, SEG_SIZE, KIND, FPRINT ^ 1, true, 1000), UT_EVERSION);
     assert_null(b.base);
     /* A different layout version. */
     struct ut_shm_header *h = a.base;
@@ -221,8 +220,7 @@ static void test_invalid_names(void **state)
     longname[0] = '/';
     memset(longname + 1, 'x', sizeof longname - 2);
     longname[sizeof longname - 1] = '\0';
-    assert_int_equal(ut_shm_open(&s, longname, SEG_SIZE, KIND, FPRINT, true, 100),
-                     UT_ENAMETOOLONG);
+    assert_int_equal(ut_shm_open(&s, longname, SEG_SIZE, KIND, FPRINT, true, 100), UT_ENAMETOOLONG);
     /* Too small to hold even the header. */
     char name[128];
     tfx_shm_name(name, sizeof name, "shm-small");

@@ -7,10 +7,12 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "odb/odb_int.h"
 #include "tests/odb/fixture.h"
 
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -21,22 +23,44 @@
 
 static atomic_uint name_counter;
 
+#define MAX_NAMES 1024
+static pthread_mutex_t names_mu = PTHREAD_MUTEX_INITIALIZER;
+static char names[MAX_NAMES][64];
+static int n_names;
+static pid_t names_pid;
+
 void tfx_shm_name(char *buf, size_t size, const char *topic)
 {
     unsigned n = atomic_fetch_add(&name_counter, 1) + 1;
     snprintf(buf, size, "/aurum-test-%s-%d-%u", topic, (int)getpid(), n);
+    pthread_mutex_lock(&names_mu);
+    if (names_pid != getpid()) { /* a forked child starts its own list */
+        names_pid = getpid();
+        n_names = 0;
+    }
+    if (n_names < MAX_NAMES && strlen(buf) < sizeof names[0])
+        memcpy(names[n_names++], buf, strlen(buf) + 1);
+    pthread_mutex_unlock(&names_mu);
 }
 
-struct odb *tfx_odb_create(const char *topic, size_t size, uint32_t max_keys, char *name,
-                           size_t name_size)
+void tfx_unlink_all(void)
+{
+    pthread_mutex_lock(&names_mu);
+    if (names_pid == getpid()) {
+        for (int i = 0; i < n_names; i++)
+            (void)ut_shm_unlink(names[i]);
+        n_names = 0;
+    }
+    pthread_mutex_unlock(&names_mu);
+}
+
+struct odb *tfx_odb_create_params(const char *topic, const struct odb_params *params, char *name,
+                                  size_t name_size)
 {
     tfx_shm_name(name, name_size, topic);
     (void)odb_destroy(name); /* a leftover of a crashed earlier run with our pid */
-    struct odb_params p = {0};
-    p.size_bytes = size;
-    p.max_keys = max_keys;
     struct odb *odb = NULL;
-    int err = odb_open(name, ODB_OPEN_CREATE, &p, &odb);
+    int err = odb_open(name, ODB_OPEN_CREATE, params, &odb);
     if (err) {
         print_error("odb_open(%s): %s (%s)\n", name, ut_strerror(err), odb_errmsg());
         fail();
@@ -44,8 +68,21 @@ struct odb *tfx_odb_create(const char *topic, size_t size, uint32_t max_keys, ch
     return odb;
 }
 
+struct odb *tfx_odb_create(const char *topic, size_t size, uint32_t max_keys, char *name,
+                           size_t name_size)
+{
+    struct odb_params p = {0};
+    p.size_bytes = size;
+    p.max_keys = max_keys;
+    p.max_watches = TFX_MAX_WATCHES;
+    p.max_subscribers = TFX_MAX_SUBSCRIBERS;
+    return tfx_odb_create_params(topic, &p, name, name_size);
+}
+
 void tfx_odb_destroy(struct odb *odb, const char *name)
 {
+    while (odb && ut_lock_held(&odb->lock) && odb->hdr->txn_depth > 0)
+        odb_txn_abort(odb);
     odb_close(odb);
     if (name && name[0])
         (void)odb_destroy(name);

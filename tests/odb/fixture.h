@@ -15,14 +15,27 @@
 #include "odb/odb.h"
 
 /* Writes a fresh shm name "/aurum-test-<topic>-<pid>-<counter>" into buf
- * (counter unique within the process, thread-safe). */
+ * (counter unique within the process, thread-safe). The name is
+ * remembered for tfx_unlink_all. */
 void tfx_shm_name(char *buf, size_t size, const char *topic);
+/* Unlinks every name tfx_shm_name gave out so far in this process
+ * (ignoring those already gone): a teardown that also cleans up after a
+ * test that failed half-way. */
+void tfx_unlink_all(void);
 
 /* Creates a fresh ODB (fails the test on error). size 0 / max_keys 0 take
- * the defaults. The shm name is written into name (>= 128 bytes). */
+ * the defaults; the watch tables are small (TFX_MAX_WATCHES watches,
+ * TFX_MAX_SUBSCRIBERS subscribers) so that small segments fit. The shm
+ * name is written into name (>= 128 bytes). */
+#define TFX_MAX_WATCHES     256
+#define TFX_MAX_SUBSCRIBERS 16
 struct odb *tfx_odb_create(const char *topic, size_t size, uint32_t max_keys, char *name,
                            size_t name_size);
-/* Closes and unlinks (accepts NULL odb). */
+/* The same with every parameter given (NULL: all defaults). */
+struct odb *tfx_odb_create_params(const char *topic, const struct odb_params *params, char *name,
+                                  size_t name_size);
+/* Closes and unlinks (accepts NULL odb). A transaction the test left open
+ * (it failed inside one) is aborted first. */
 void tfx_odb_destroy(struct odb *odb, const char *name);
 
 /* Fails the test with the report when odb_check finds a problem. */

@@ -39,7 +39,7 @@
 
 #define CHILD_ALARM_S 120
 #define CHILD_WAIT_MS 120000
-#define MAX_CHILDREN 8
+#define MAX_CHILDREN  8
 
 /* ---------------------------------------------------------------------- */
 /* Helpers                                                                 */
@@ -59,7 +59,7 @@ static void log_sink(enum ut_log_level level, const char *msg, void *arg)
 {
     (void)arg;
     if (level >= UT_LOG_ERROR)
-        fprintf(stderr, "aurum[%d] error: %s\n", (int)getpid(), msg);
+        (void)fprintf(stderr, "aurum[%d] error: %s\n", (int)getpid(), msg);
 }
 
 struct fx {
@@ -76,8 +76,8 @@ static int fx_setup(void **state)
     struct fx *fx = calloc(1, sizeof *fx);
     assert_non_null(fx);
     const char *id = getenv("AURUM_TEST_ID");
-    snprintf(fx->name, sizeof fx->name, "/aurum-tmproc-%s-%d-%u", id ? id : "x", (int)getpid(),
-             ++counter);
+    (void)snprintf(fx->name, sizeof fx->name, "/aurum-tmproc-%s-%d-%u", id ? id : "x",
+                   (int)getpid(), ++counter);
     struct odb_params p = {.size_bytes = 4u << 20, .max_keys = 4096, .lock_timeout_ms = 20000};
     int err = odb_open(fx->name, ODB_OPEN_CREATE, &p, &fx->odb);
     if (err) {
@@ -120,8 +120,8 @@ typedef int (*child_fn)(const char *shm_name, int idx);
 static void spawn(struct fx *fx, child_fn fn, int idx)
 {
     assert_true(fx->n_pids < MAX_CHILDREN);
-    fflush(stdout);
-    fflush(stderr);
+    (void)fflush(stdout);
+    (void)fflush(stderr);
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
@@ -221,14 +221,15 @@ static bool allowed(int err, const int *ok, size_t n_ok)
 }
 
 /* In a child: returns false (after printing) when err is not allowed. */
-#define EXPECT(err, what, ...) expect_at((err), (what), __LINE__, (const int[]){__VA_ARGS__}, \
-                                         sizeof((const int[]){__VA_ARGS__}) / sizeof(int))
+#define EXPECT(err, what, ...)                                                                     \
+    expect_at((err), (what), __LINE__, (const int[]){__VA_ARGS__},                                 \
+              sizeof((const int[]){__VA_ARGS__}) / sizeof(int))
 static bool expect_at(int err, const char *what, int line, const int *ok, size_t n_ok)
 {
     if (allowed(err, ok, n_ok))
         return true;
-    fprintf(stderr, "child %d: line %d: %s: unexpected %d (%s): %s\n", (int)getpid(), line, what,
-            err, ut_strerror(err), odb_errmsg());
+    (void)fprintf(stderr, "child %d: line %d: %s: unexpected %d (%s): %s\n", (int)getpid(), line,
+                  what, err, ut_strerror(err), odb_errmsg());
     return false;
 }
 
@@ -237,7 +238,7 @@ static struct odb *child_open(const char *shm_name)
     struct odb *o = NULL;
     int err = odb_open(shm_name, 0, NULL, &o);
     if (err) {
-        fprintf(stderr, "child %d: odb_open: %s\n", (int)getpid(), ut_strerror(err));
+        (void)fprintf(stderr, "child %d: odb_open: %s\n", (int)getpid(), ut_strerror(err));
         return NULL;
     }
     return o;
@@ -247,10 +248,10 @@ static struct odb *child_open(const char *shm_name)
 /* 1. Random operations by several processes                               */
 /* ---------------------------------------------------------------------- */
 
-#define RND_PROCS 4
-#define RND_ITERS 2000
-#define RND_DIRS 4
-#define RND_KEYS 16
+#define RND_PROCS    4
+#define RND_ITERS    2000
+#define RND_DIRS     4
+#define RND_KEYS     16
 #define RND_CHILDREN 6
 
 /* The type of a path follows from its name, so no race can produce
@@ -261,13 +262,13 @@ static void rnd_path(char *buf, size_t size, unsigned *seed, int *kind)
     int d = rand_r(seed) % RND_DIRS, k = rand_r(seed) % RND_KEYS;
     if (k < 8) {
         *kind = 0;
-        snprintf(buf, size, "/mp/d%d/k%d", d, k);
+        (void)snprintf(buf, size, "/mp/d%d/k%d", d, k);
     } else if (k < 12) {
         *kind = 1;
-        snprintf(buf, size, "/mp/d%d/k%d", d, k);
+        (void)snprintf(buf, size, "/mp/d%d/k%d", d, k);
     } else {
         *kind = 2;
-        snprintf(buf, size, "/mp/d%d/k%d/c%d", d, k, rand_r(seed) % RND_CHILDREN);
+        (void)snprintf(buf, size, "/mp/d%d/k%d/c%d", d, k, rand_r(seed) % RND_CHILDREN);
     }
 }
 
@@ -322,8 +323,8 @@ static bool rnd_enumerate(struct odb *o, const char *path)
         err = odb_key_info(o, ents[i].key, &info);
         good = good && EXPECT(err, "key_info via handle", 0, ODB_ESTALE);
         if (good && err == 0 && strcmp(info.name, ents[i].name) != 0) {
-            fprintf(stderr, "child %d: handle of '%s' now names '%s'\n", (int)getpid(),
-                    ents[i].name, info.name);
+            (void)fprintf(stderr, "child %d: handle of '%s' now names '%s'\n", (int)getpid(),
+                          ents[i].name, info.name);
             good = false;
         }
     }
@@ -363,9 +364,9 @@ static int rnd_child(const char *shm_name, int idx)
             char dir[64];
             int d = rand_r(&seed) % RND_DIRS;
             if (rand_r(&seed) % 3)
-                snprintf(dir, sizeof dir, "/mp/d%d/k%d", d, 12 + rand_r(&seed) % 4);
+                (void)snprintf(dir, sizeof dir, "/mp/d%d/k%d", d, 12 + rand_r(&seed) % 4);
             else
-                snprintf(dir, sizeof dir, "/mp/d%d", d);
+                (void)snprintf(dir, sizeof dir, "/mp/d%d", d);
             bool rec = rand_r(&seed) % 2;
             err = odb_delete(o, ODB_ROOT, dir, rec);
             if (rec)
@@ -374,7 +375,7 @@ static int rnd_child(const char *shm_name, int idx)
                 good = EXPECT(err, "delete dir", 0, ODB_ENOKEY, ODB_ENOTEMPTY);
         } else if (r < 82) {
             char dir[64];
-            snprintf(dir, sizeof dir, "/mp/d%d", rand_r(&seed) % RND_DIRS);
+            (void)snprintf(dir, sizeof dir, "/mp/d%d", rand_r(&seed) % RND_DIRS);
             good = rnd_enumerate(o, dir);
         } else if (r < 92) {
             char buf[512];
@@ -412,7 +413,7 @@ static void test_random_ops(void **state)
     struct fx *fx = *state;
     for (int d = 0; d < RND_DIRS; d++) {
         char path[32];
-        snprintf(path, sizeof path, "/mp/d%d", d);
+        (void)snprintf(path, sizeof path, "/mp/d%d", d);
         OK(odb_create(fx->odb, ODB_ROOT, path, ODB_TYPE_DIR, 0, 0, NULL));
     }
     for (int i = 0; i < RND_PROCS; i++)
@@ -433,10 +434,10 @@ static void test_random_ops(void **state)
 /* 2. MIDAS failure mode 1: /System/Clients churn                          */
 /* ---------------------------------------------------------------------- */
 
-#define CL_CHURNERS 2
-#define CL_READERS 2
-#define CL_PER_CHURNER 40
-#define CL_ITERS 4000
+#define CL_CHURNERS     2
+#define CL_READERS      2
+#define CL_PER_CHURNER  40
+#define CL_ITERS        4000
 #define CL_MAX_LISTINGS 200000
 
 static int churn_child(const char *shm_name, int idx)
@@ -452,22 +453,22 @@ static int churn_child(const char *shm_name, int idx)
         int i = it < CL_ITERS ? rand_r(&seed) % CL_PER_CHURNER : it - CL_ITERS;
         int n = idx * CL_PER_CHURNER + i;
         char path[64];
-        snprintf(path, sizeof path, "/System/Clients/%d", n);
+        (void)snprintf(path, sizeof path, "/System/Clients/%d", n);
         if (present[i]) {
             good = EXPECT(odb_delete(o, ODB_ROOT, path, true), "delete client", 0);
             present[i] = false;
         } else if (it < CL_ITERS) {
             char name_path[80], pid_path[80], name[32];
-            snprintf(name_path, sizeof name_path, "%s/Name", path);
-            snprintf(pid_path, sizeof pid_path, "%s/Pid", path);
-            snprintf(name, sizeof name, "client%d", n);
+            (void)snprintf(name_path, sizeof name_path, "%s/Name", path);
+            (void)snprintf(pid_path, sizeof pid_path, "%s/Pid", path);
+            (void)snprintf(name, sizeof name, "client%d", n);
             /* Created and set in one step: never seen empty. */
             int err = odb_set(o, ODB_ROOT, name_path, ODB_TYPE_STRING, name, strlen(name) + 1, 1,
                               ODB_SET_CREATE);
             good = EXPECT(err, "create Name", 0);
             int32_t pid = getpid();
-            err = odb_set(o, ODB_ROOT, pid_path, ODB_TYPE_INT32, &pid, sizeof pid, 1,
-                          ODB_SET_CREATE);
+            err =
+                odb_set(o, ODB_ROOT, pid_path, ODB_TYPE_INT32, &pid, sizeof pid, 1, ODB_SET_CREATE);
             good = good && EXPECT(err, "create Pid", 0);
             present[i] = true;
         }
@@ -480,8 +481,8 @@ static int churn_child(const char *shm_name, int idx)
         err = odb_get(o, ODB_ROOT, "/System/ChurnersDone", ODB_TYPE_INT32, &done, &size);
         done++;
         if (!err)
-            err = odb_set(o, ODB_ROOT, "/System/ChurnersDone", ODB_TYPE_INT32, &done,
-                          sizeof done, 1, 0);
+            err = odb_set(o, ODB_ROOT, "/System/ChurnersDone", ODB_TYPE_INT32, &done, sizeof done,
+                          1, 0);
         err = err ? (odb_txn_abort(o), err) : odb_txn_commit(o);
     }
     good = good && EXPECT(err, "done counter", 0);
@@ -516,10 +517,10 @@ static int read_child(const char *shm_name, int idx)
         }
         for (size_t i = 0; i < n && good; i++) {
             char want[80], name[80];
-            snprintf(want, sizeof want, "client%s", ents[i].name);
+            (void)snprintf(want, sizeof want, "client%s", ents[i].name);
             if (ents[i].type != ODB_TYPE_DIR) {
-                fprintf(stderr, "reader: entry '%s' has type %s\n", ents[i].name,
-                        odb_type_name(ents[i].type));
+                (void)fprintf(stderr, "reader: entry '%s' has type %s\n", ents[i].name,
+                              odb_type_name(ents[i].type));
                 good = false;
                 break;
             }
@@ -528,7 +529,7 @@ static int read_child(const char *shm_name, int idx)
             err = odb_get(o, ents[i].key, "Name", ODB_TYPE_STRING, name, &size);
             good = EXPECT(err, "read Name", 0, ODB_ESTALE, ODB_ENOKEY);
             if (good && err == 0 && strcmp(name, want) != 0) {
-                fprintf(stderr, "reader: client '%s' has Name '%s'\n", ents[i].name, name);
+                (void)fprintf(stderr, "reader: client '%s' has Name '%s'\n", ents[i].name, name);
                 good = false;
             }
             n_read += err == 0;
@@ -538,8 +539,8 @@ static int read_child(const char *shm_name, int idx)
             good = good && EXPECT(err, "key_info", 0, ODB_ESTALE);
             if (good && err == 0 &&
                 (strcmp(info.name, ents[i].name) != 0 || info.type != ODB_TYPE_DIR)) {
-                fprintf(stderr, "reader: handle of '%s' names '%s' (%s)\n", ents[i].name,
-                        info.name, odb_type_name(info.type));
+                (void)fprintf(stderr, "reader: handle of '%s' names '%s' (%s)\n", ents[i].name,
+                              info.name, odb_type_name(info.type));
                 good = false;
             }
             /* "Create if missing" through the handle: writes the live
@@ -555,12 +556,12 @@ static int read_child(const char *shm_name, int idx)
         odb_dirents_free(ents);
     }
     if (n_listings > CL_MAX_LISTINGS) {
-        fprintf(stderr, "reader: churners never finished\n");
+        (void)fprintf(stderr, "reader: churners never finished\n");
         good = false;
     }
     printf("reader %d: %ld listings, %ld names read, %ld stale\n", (int)getpid(), n_listings,
            n_read, n_stale);
-    fflush(stdout);
+    (void)fflush(stdout);
     odb_close(o);
     return good ? 0 : 20;
 }
@@ -612,7 +613,7 @@ static void test_stale_handle_create(void **state)
     bool reused = false;
     for (int i = 0; i < 4096 && !reused; i++) {
         char path[64];
-        snprintf(path, sizeof path, "/System/Clients/%d", 100 + i);
+        (void)snprintf(path, sizeof path, "/System/Clients/%d", 100 + i);
         OK(odb_create(o, ODB_ROOT, path, ODB_TYPE_DIR, 0, 0, &other));
         reused = other.idx == h.idx;
     }
@@ -633,8 +634,8 @@ static void test_stale_handle_create(void **state)
 /* 3. A listing is one point in time                                       */
 /* ---------------------------------------------------------------------- */
 
-#define SNAP_N 500
-#define SNAP_LISTERS 2
+#define SNAP_N            500
+#define SNAP_LISTERS      2
 #define SNAP_MAX_LISTINGS 500000
 
 static int snap_deleter(const char *shm_name, int idx)
@@ -653,10 +654,10 @@ static int snap_deleter(const char *shm_name, int idx)
         if (!good)
             break;
         if (p <= SNAP_N) {
-            snprintf(path, sizeof path, "/Snap/e%04d", p - 1);
+            (void)snprintf(path, sizeof path, "/Snap/e%04d", p - 1);
             err = odb_delete(o, ODB_ROOT, path, false);
         } else {
-            snprintf(path, sizeof path, "/Snap/e%04d", p - SNAP_N - 1);
+            (void)snprintf(path, sizeof path, "/Snap/e%04d", p - SNAP_N - 1);
             err = odb_create(o, ODB_ROOT, path, ODB_TYPE_INT32, 1, 0, NULL);
         }
         good = EXPECT(err, path, 0);
@@ -681,7 +682,7 @@ static bool listing_matches(const struct odb_dirent *ents, size_t n, int32_t p)
         return false;
     for (size_t i = 0; i < n; i++) {
         char want[16];
-        snprintf(want, sizeof want, "e%04d", first + (int)i);
+        (void)snprintf(want, sizeof want, "e%04d", first + (int)i);
         if (strcmp(ents[i].name, want) != 0)
             return false;
     }
@@ -711,7 +712,7 @@ static int snap_lister(const char *shm_name, int idx)
     int32_t last_p = -1;
     for (int32_t p = 0; p < 2 * SNAP_N && good; n_listings++) {
         if (n_listings > SNAP_MAX_LISTINGS) {
-            fprintf(stderr, "lister: deleter never finished\n");
+            (void)fprintf(stderr, "lister: deleter never finished\n");
             good = false;
             break;
         }
@@ -729,8 +730,8 @@ static int snap_lister(const char *shm_name, int idx)
             if (!good)
                 break;
             if (!listing_matches(ents, n, p)) {
-                fprintf(stderr, "lister: %zu entries (first '%s') at progress %d\n", n,
-                        n ? ents[0].name : "", p);
+                (void)fprintf(stderr, "lister: %zu entries (first '%s') at progress %d\n", n,
+                              n ? ents[0].name : "", p);
                 good = false;
             }
         } else {
@@ -745,8 +746,8 @@ static int snap_lister(const char *shm_name, int idx)
             for (int32_t q = p1; q <= p2 && !any; q++)
                 any = listing_matches(ents, n, q);
             if (!any) {
-                fprintf(stderr, "lister: %zu entries (first '%s') for progress %d..%d\n", n,
-                        n ? ents[0].name : "", p1, p2);
+                (void)fprintf(stderr, "lister: %zu entries (first '%s') for progress %d..%d\n", n,
+                              n ? ents[0].name : "", p1, p2);
                 good = false;
             }
             p = p2;
@@ -757,7 +758,7 @@ static int snap_lister(const char *shm_name, int idx)
     }
     printf("lister %d: %ld listings at %ld distinct points\n", (int)getpid(), n_listings,
            n_distinct);
-    fflush(stdout);
+    (void)fflush(stdout);
     odb_close(o);
     return good ? 0 : 20;
 }
@@ -768,7 +769,7 @@ static void test_listing_is_atomic(void **state)
     OK(odb_create(fx->odb, ODB_ROOT, "/Snap", ODB_TYPE_DIR, 0, 0, NULL));
     for (int i = 0; i < SNAP_N; i++) {
         char path[32];
-        snprintf(path, sizeof path, "/Snap/e%04d", i);
+        (void)snprintf(path, sizeof path, "/Snap/e%04d", i);
         OK(odb_create(fx->odb, ODB_ROOT, path, ODB_TYPE_INT32, 1, 0, NULL));
     }
     OK(odb_create(fx->odb, ODB_ROOT, "/SnapProgress", ODB_TYPE_INT32, 1, 0, NULL));
