@@ -181,7 +181,9 @@ int ut_shm_open(struct ut_shm *shm, const char *name, size_t size, uint32_t kind
             *shm = s;
             return 0;
         }
-        if (err != -ENOENT || !may_create)
+        if (err == -ENOENT && !may_create)
+            return UT_ENOENT;
+        if (err != -ENOENT)
             return err;
         err = create_segment(&s, name, size, kind, fingerprint);
         if (err == 0) {

@@ -188,8 +188,9 @@ int ut_shm_name(const char *expdir, const char *what, char *out, size_t out_size
  * no symlink following) when it does not exist. When shm->created is true on
  * return the caller must initialise its part, then call ut_shm_ready().
  * When attaching, waits up to timeout_ms for the creator to finish, then
- * verifies the header. Returns 0, UT_EVERSION, UT_ECORRUPT, UT_ETIMEOUT or
- * -errno. On error nothing stays mapped. */
+ * verifies the header. Returns 0, UT_ENOENT (missing and !may_create),
+ * UT_EVERSION, UT_ECORRUPT, UT_ETIMEOUT or -errno. On error nothing stays
+ * mapped. */
 int ut_shm_open(struct ut_shm *shm, const char *name, size_t size, uint32_t kind,
                 uint64_t fingerprint, bool may_create, int timeout_ms);
 void ut_shm_ready(struct ut_shm *shm);

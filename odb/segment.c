@@ -216,8 +216,6 @@ int odb_open(const char *shm_name, unsigned flags, const struct odb_params *para
                           (flags & ODB_OPEN_CREATE) != 0, p.lock_timeout_ms);
     if (err) {
         ut_free(odb);
-        if (err == -ENOENT)
-            err = UT_ENOENT; /* as documented in odb.h */
         return odb__fail(err, "cannot open ODB segment %s: %s", shm_name, ut_strerror(err));
     }
     odb->hdr = (struct odb_header *)((uint8_t *)odb->shm.base + sizeof(struct ut_shm_header));

@@ -35,7 +35,7 @@ static void explain(char *why, size_t why_size, const char *fmt, ...)
         return;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(why, why_size, fmt, ap);
+    (void)vsnprintf(why, why_size, fmt, ap);
     va_end(ap);
 }
 
@@ -206,8 +206,8 @@ const char *cli_path_base(const char *path)
     return s + 1;
 }
 
-int cli_path_split_index(const char *arg, char *path, size_t size, struct cli_index *idx,
-                         char *why, size_t why_size)
+int cli_path_split_index(const char *arg, char *path, size_t size, struct cli_index *idx, char *why,
+                         size_t why_size)
 {
     const char *br = strchr(arg, '[');
     struct cli_index r = {CLI_INDEX_NONE, 0};
@@ -225,8 +225,7 @@ int cli_path_split_index(const char *arg, char *path, size_t size, struct cli_in
             unsigned long long v = 0;
             for (const char *d = br + 1; d < close; d++) {
                 if (*d < '0' || *d > '9' || v > UINT32_MAX) {
-                    explain(why, why_size, "malformed index in '%s' (use path[n] or path[*])",
-                            arg);
+                    explain(why, why_size, "malformed index in '%s' (use path[n] or path[*])", arg);
                     return ODB_EPATH;
                 }
                 v = v * 10 + (unsigned)(*d - '0');
@@ -259,10 +258,10 @@ enum odb_type cli_type_from_name(const char *name)
         const char *name;
         enum odb_type type;
     } aliases[] = {
-        {"BYTE", ODB_TYPE_UINT8},   {"SBYTE", ODB_TYPE_INT8},   {"CHAR", ODB_TYPE_INT8},
-        {"WORD", ODB_TYPE_UINT16},  {"SHORT", ODB_TYPE_INT16},  {"DWORD", ODB_TYPE_UINT32},
-        {"INT", ODB_TYPE_INT32},    {"UINT", ODB_TYPE_UINT32},  {"QWORD", ODB_TYPE_UINT64},
-        {"KEY", ODB_TYPE_DIR},      {"DIR", ODB_TYPE_DIR},      {"STR", ODB_TYPE_STRING},
+        {"BYTE", ODB_TYPE_UINT8},  {"SBYTE", ODB_TYPE_INT8},  {"CHAR", ODB_TYPE_INT8},
+        {"WORD", ODB_TYPE_UINT16}, {"SHORT", ODB_TYPE_INT16}, {"DWORD", ODB_TYPE_UINT32},
+        {"INT", ODB_TYPE_INT32},   {"UINT", ODB_TYPE_UINT32}, {"QWORD", ODB_TYPE_UINT64},
+        {"KEY", ODB_TYPE_DIR},     {"DIR", ODB_TYPE_DIR},     {"STR", ODB_TYPE_STRING},
     };
     if (!name)
         return 0;
@@ -301,8 +300,7 @@ static unsigned long long unsigned_max(size_t size)
 
 static bool is_signed_int(enum odb_type t)
 {
-    return t == ODB_TYPE_INT8 || t == ODB_TYPE_INT16 || t == ODB_TYPE_INT32 ||
-           t == ODB_TYPE_INT64;
+    return t == ODB_TYPE_INT8 || t == ODB_TYPE_INT16 || t == ODB_TYPE_INT32 || t == ODB_TYPE_INT64;
 }
 
 static bool is_unsigned_int(enum odb_type t)
@@ -358,8 +356,7 @@ static bool parse_magnitude(const char *s, unsigned long long *out)
     return true;
 }
 
-int cli_value_parse(enum odb_type type, const char *text, void *out, char *why,
-                    size_t why_size)
+int cli_value_parse(enum odb_type type, const char *text, void *out, char *why, size_t why_size)
 {
     size_t size = odb_type_size(type);
     if (!text || !*text) {
@@ -449,21 +446,21 @@ int cli_value_parse(enum odb_type type, const char *text, void *out, char *why,
 /* Prints a string of at most n bytes in double quotes with escapes. */
 static void print_quoted(FILE *f, const char *s, size_t n)
 {
-    fputc('"', f);
+    (void)fputc('"', f);
     for (size_t i = 0; i < n && s[i]; i++) {
         unsigned char c = (unsigned char)s[i];
         if (c == '"' || c == '\\')
-            fprintf(f, "\\%c", c);
+            (void)fprintf(f, "\\%c", c);
         else if (c == '\n')
-            fputs("\\n", f);
+            (void)fputs("\\n", f);
         else if (c == '\t')
-            fputs("\\t", f);
+            (void)fputs("\\t", f);
         else if (c < 0x20 || c == 0x7f)
-            fprintf(f, "\\x%02x", c);
+            (void)fprintf(f, "\\x%02x", c);
         else
-            fputc(c, f);
+            (void)fputc(c, f);
     }
-    fputc('"', f);
+    (void)fputc('"', f);
 }
 
 void cli_value_print(FILE *f, enum odb_type type, const void *elem, size_t elem_size,
@@ -473,65 +470,65 @@ void cli_value_print(FILE *f, enum odb_type type, const void *elem, size_t elem_
     case ODB_TYPE_INT8: {
         int8_t v;
         memcpy(&v, elem, sizeof v);
-        fprintf(f, "%d", v);
+        (void)fprintf(f, "%d", v);
         break;
     }
     case ODB_TYPE_UINT8: {
         uint8_t v;
         memcpy(&v, elem, sizeof v);
-        fprintf(f, "%u", v);
+        (void)fprintf(f, "%u", v);
         break;
     }
     case ODB_TYPE_INT16: {
         int16_t v;
         memcpy(&v, elem, sizeof v);
-        fprintf(f, "%d", v);
+        (void)fprintf(f, "%d", v);
         break;
     }
     case ODB_TYPE_UINT16: {
         uint16_t v;
         memcpy(&v, elem, sizeof v);
-        fprintf(f, "%u", v);
+        (void)fprintf(f, "%u", v);
         break;
     }
     case ODB_TYPE_INT32: {
         int32_t v;
         memcpy(&v, elem, sizeof v);
-        fprintf(f, "%" PRId32, v);
+        (void)fprintf(f, "%" PRId32, v);
         break;
     }
     case ODB_TYPE_UINT32: {
         uint32_t v;
         memcpy(&v, elem, sizeof v);
-        fprintf(f, "%" PRIu32, v);
+        (void)fprintf(f, "%" PRIu32, v);
         break;
     }
     case ODB_TYPE_INT64: {
         int64_t v;
         memcpy(&v, elem, sizeof v);
-        fprintf(f, "%" PRId64, v);
+        (void)fprintf(f, "%" PRId64, v);
         break;
     }
     case ODB_TYPE_UINT64: {
         uint64_t v;
         memcpy(&v, elem, sizeof v);
-        fprintf(f, "%" PRIu64, v);
+        (void)fprintf(f, "%" PRIu64, v);
         break;
     }
     case ODB_TYPE_FLOAT: {
         float v;
         memcpy(&v, elem, sizeof v);
-        fprintf(f, "%g", (double)v);
+        (void)fprintf(f, "%g", (double)v);
         break;
     }
     case ODB_TYPE_DOUBLE: {
         double v;
         memcpy(&v, elem, sizeof v);
-        fprintf(f, "%g", v);
+        (void)fprintf(f, "%g", v);
         break;
     }
     case ODB_TYPE_BOOL:
-        fputc(*(const uint8_t *)elem ? 'y' : 'n', f);
+        (void)fputc(*(const uint8_t *)elem ? 'y' : 'n', f);
         break;
     case ODB_TYPE_STRING:
     case ODB_TYPE_LINK: {
@@ -540,7 +537,7 @@ void cli_value_print(FILE *f, enum odb_type type, const void *elem, size_t elem_
         if (flags & CLI_PRINT_QUOTE)
             print_quoted(f, s, n);
         else
-            fwrite(s, 1, n, f);
+            (void)fwrite(s, 1, n, f);
         break;
     }
     default:
@@ -601,15 +598,15 @@ void cli_age_format(int64_t ns, char *out, size_t size)
         ns = 0;
     double s = (double)ns / 1e9;
     if (s < 10)
-        snprintf(out, size, "%.1fs", s);
+        (void)snprintf(out, size, "%.1fs", s);
     else if (s < 120)
-        snprintf(out, size, "%.0fs", s);
+        (void)snprintf(out, size, "%.0fs", s);
     else if (s < 7200)
-        snprintf(out, size, "%.0fm", s / 60);
+        (void)snprintf(out, size, "%.0fm", s / 60);
     else if (s < 2 * 86400)
-        snprintf(out, size, "%.0fh", s / 3600);
+        (void)snprintf(out, size, "%.0fh", s / 3600);
     else
-        snprintf(out, size, "%.0fd", s / 86400);
+        (void)snprintf(out, size, "%.0fd", s / 86400);
 }
 
 void cli_time_format(int64_t wall_ns, bool millis, char *out, size_t size)
@@ -617,13 +614,13 @@ void cli_time_format(int64_t wall_ns, bool millis, char *out, size_t size)
     time_t t = (time_t)(wall_ns / 1000000000);
     struct tm tm;
     if (!localtime_r(&t, &tm)) {
-        snprintf(out, size, "?");
+        (void)snprintf(out, size, "?");
         return;
     }
     char buf[32];
-    strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", &tm);
+    (void)strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", &tm);
     if (millis)
-        snprintf(out, size, "%s.%03d", buf, (int)((wall_ns / 1000000) % 1000));
+        (void)snprintf(out, size, "%s.%03d", buf, (int)((wall_ns / 1000000) % 1000));
     else
-        snprintf(out, size, "%s", buf);
+        (void)snprintf(out, size, "%s", buf);
 }

@@ -84,8 +84,8 @@ struct cli_index {
  * Writes the path part to path[size]. Returns 0, ODB_EPATH (malformed
  * index or too long; outputs untouched).
  */
-int cli_path_split_index(const char *arg, char *path, size_t size, struct cli_index *idx,
-                         char *why, size_t why_size);
+int cli_path_split_index(const char *arg, char *path, size_t size, struct cli_index *idx, char *why,
+                         size_t why_size);
 
 /* ---------------------------------------------------------------------- */
 /* Types, values, modes                                                   */
@@ -112,8 +112,7 @@ enum odb_type cli_type_from_name(const char *name);
  * true/false, on/off and 1/0, case-insensitive. Returns 0 or UT_EINVAL (out
  * untouched, reason in why).
  */
-int cli_value_parse(enum odb_type type, const char *text, void *out, char *why,
-                    size_t why_size);
+int cli_value_parse(enum odb_type type, const char *text, void *out, char *why, size_t why_size);
 
 enum cli_print_flags {
     CLI_PRINT_QUOTE = 1u << 0, /* strings in double quotes, with \" \\ \n \t and \xNN escapes */

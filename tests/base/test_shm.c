@@ -175,7 +175,7 @@ static void test_second_open_attaches(void **state)
     /* Unlink removes the name; a second unlink reports it. */
     assert_int_equal(ut_shm_unlink(f->name), 0);
     assert_int_equal(ut_shm_unlink(f->name), -ENOENT);
-    assert_int_equal(ut_shm_open(&c, f->name, SEG_SIZE, KIND, FPRINT, false, 100), -ENOENT);
+    assert_int_equal(ut_shm_open(&c, f->name, SEG_SIZE, KIND, FPRINT, false, 100), UT_ENOENT);
 }
 
 static void test_mismatch_refused(void **state)
@@ -249,7 +249,7 @@ static void test_dead_creator_recreated(void **state)
      * reported missing. */
     struct ut_shm s = {0};
     int64_t start = ut_now_ns();
-    assert_int_equal(ut_shm_open(&s, f->name, SEG_SIZE, KIND, FPRINT, false, 100), -ENOENT);
+    assert_int_equal(ut_shm_open(&s, f->name, SEG_SIZE, KIND, FPRINT, false, 100), UT_ENOENT);
     assert_true((ut_now_ns() - start) / 1000000 < 5000);
 
     /* Again, with permission: recreated by us. */
