@@ -212,7 +212,11 @@ int odb__resolve(struct odb *odb, struct odb_hkey base, const char *path, bool f
                  uint32_t *idx_out);
 int odb__create(struct odb *odb, struct odb_hkey base, const char *path, enum odb_type type,
                 uint32_t n_elem, uint32_t elem_size, uint32_t *idx_out);
+/* Updates a key's mtime and serial and tells its watchers (odb__touch),
+ * or only updates them (odb__touch_quiet, for a directory whose change is
+ * reported through the child that caused it). */
 int odb__touch(struct odb *odb, uint32_t idx);
+int odb__touch_quiet(struct odb *odb, uint32_t idx);
 int odb__free_key(struct odb *odb, uint32_t idx);
 uint32_t odb__name_hash(const char *name, size_t len);
 uint32_t odb__bucket(const struct odb *odb, uint32_t parent, uint32_t name_hash);

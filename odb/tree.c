@@ -240,7 +240,7 @@ int odb__resolve(struct odb *odb, struct odb_hkey base, const char *path, bool f
     return resolve_from(odb, start, path, follow_last, 0, idx_out);
 }
 
-int odb__touch(struct odb *odb, uint32_t idx)
+int odb__touch_quiet(struct odb *odb, uint32_t idx)
 {
     struct odb_key_slot *k = &odb->keys[idx];
     _Static_assert(offsetof(struct odb_key_slot, serial) ==
@@ -251,7 +251,13 @@ int odb__touch(struct odb *odb, uint32_t idx)
         return err;
     k->mtime_ns = ut_wall_ns();
     k->serial++;
-    return odb__watch_notify(odb, idx);
+    return 0;
+}
+
+int odb__touch(struct odb *odb, uint32_t idx)
+{
+    int err = odb__touch_quiet(odb, idx);
+    return err ? err : odb__watch_notify(odb, idx);
 }
 
 /* Takes a free slot and initialises it as a key named `name` under
@@ -315,7 +321,10 @@ static int new_key(struct odb *odb, uint32_t parent, const char *name, size_t le
         LOGGED_SET(odb, p->first_child, idx);
     LOGGED_SET(odb, p->last_child, idx);
     LOGGED_SET(odb, p->n_children, p->n_children + 1);
-    err = odb__touch(odb, parent);
+    /* Watchers of the directory (or above) hear about the new key itself. */
+    err = odb__touch_quiet(odb, parent);
+    if (!err)
+        err = odb__watch_notify(odb, idx);
     if (err)
         return err;
     *idx_out = idx;
@@ -530,7 +539,7 @@ int odb_delete(struct odb *odb, struct odb_hkey base, const char *path, bool rec
     if (!err)
         err = unlink_sibling(odb, idx);
     if (!err)
-        err = odb__touch(odb, parent);
+        err = odb__touch_quiet(odb, parent); /* watchers were told about idx */
     if (!err)
         err = odb__undo_save(odb, k, offsetof(struct odb_key_slot, parent));
     if (!err)
@@ -602,7 +611,7 @@ int odb_rename(struct odb *odb, struct odb_hkey key, const char *new_name)
     if (!err)
         err = odb__touch(odb, key.idx);
     if (!err)
-        err = odb__touch(odb, k->parent);
+        err = odb__touch_quiet(odb, k->parent);
 out:
     return odb__end(odb, err);
 }
