@@ -36,10 +36,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_WORKERS 64
-#define N_ACCOUNTS 8
+#define MAX_WORKERS   64
+#define N_ACCOUNTS    8
 #define ACCOUNT_START 1000
-#define STOP_WAIT_MS 20000
+#define STOP_WAIT_MS  20000
 
 /* Shared between this process and its workers (anonymous shared map). */
 struct ctl {
@@ -71,7 +71,7 @@ static void log_sink(enum ut_log_level level, const char *msg, void *arg)
 {
     (void)arg;
     if (level >= UT_LOG_ERROR)
-        fprintf(stderr, "odb_kill[%d] error: %s\n", (int)getpid(), msg);
+        (void)fprintf(stderr, "odb_kill[%d] error: %s\n", (int)getpid(), msg);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -85,9 +85,9 @@ static void report(const char *fmt, ...)
     char buf[sizeof ctl->msg];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
+    (void)vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "odb_kill worker %d: %s\n", (int)getpid(), buf);
+    (void)fprintf(stderr, "odb_kill worker %d: %s\n", (int)getpid(), buf);
     if (!atomic_flag_test_and_set(&ctl->msg_taken))
         memcpy(ctl->msg, buf, sizeof buf);
 }
@@ -116,9 +116,9 @@ static void rnd_path(char *buf, size_t size, unsigned *seed, int *kind)
     int d = rand_r(seed) % 4, k = rand_r(seed) % 16;
     *kind = k < 8 ? 0 : k < 12 ? 1 : 2;
     if (*kind < 2)
-        snprintf(buf, size, "/w/d%d/k%d", d, k);
+        (void)snprintf(buf, size, "/w/d%d/k%d", d, k);
     else
-        snprintf(buf, size, "/w/d%d/k%d/c%d", d, k, rand_r(seed) % 6);
+        (void)snprintf(buf, size, "/w/d%d/k%d/c%d", d, k, rand_r(seed) % 6);
 }
 
 static int rnd_set(struct odb *o, const char *path, int kind, unsigned *seed, unsigned flags)
@@ -172,7 +172,7 @@ static bool op_transfer(struct odb *o, unsigned *seed)
     int64_t acct[N_ACCOUNTS], sum = 0;
     for (int i = 0; i < N_ACCOUNTS; i++) {
         char path[32];
-        snprintf(path, sizeof path, "/inv/acct%d", i);
+        (void)snprintf(path, sizeof path, "/inv/acct%d", i);
         int err = get_i64(o, path, &acct[i]);
         if (err)
             return EXPECT(err, "read account");
@@ -185,8 +185,8 @@ static bool op_transfer(struct odb *o, unsigned *seed)
     int from = rand_r(seed) % N_ACCOUNTS, to = rand_r(seed) % N_ACCOUNTS;
     int64_t amount = rand_r(seed) % 50;
     char pf[32], pt[32];
-    snprintf(pf, sizeof pf, "/inv/acct%d", from);
-    snprintf(pt, sizeof pt, "/inv/acct%d", to);
+    (void)snprintf(pf, sizeof pf, "/inv/acct%d", from);
+    (void)snprintf(pt, sizeof pt, "/inv/acct%d", to);
     int err = set_i64(o, pf, acct[from] - amount);
     if (!err)
         err = set_i64(o, pt, (from == to ? acct[from] - amount : acct[to]) + amount);
@@ -216,15 +216,15 @@ static bool one_op(struct odb *o, unsigned *seed, int slot)
         char dir[32];
         int d = rand_r(seed) % 4;
         if (rand_r(seed) % 3)
-            snprintf(dir, sizeof dir, "/w/d%d/k%d", d, 12 + rand_r(seed) % 4);
+            (void)snprintf(dir, sizeof dir, "/w/d%d/k%d", d, 12 + rand_r(seed) % 4);
         else
-            snprintf(dir, sizeof dir, "/w/d%d", d);
+            (void)snprintf(dir, sizeof dir, "/w/d%d", d);
         return EXPECT(odb_delete(o, ODB_ROOT, dir, rand_r(seed) % 2), "delete dir");
     }
     if (r < 58) {
         /* Listing, and reads through the listed handles. */
         char dir[32];
-        snprintf(dir, sizeof dir, "/w/d%d", rand_r(seed) % 4);
+        (void)snprintf(dir, sizeof dir, "/w/d%d", rand_r(seed) % 4);
         struct odb_hkey h;
         err = odb_find(o, ODB_ROOT, dir, &h);
         if (err)
@@ -249,7 +249,7 @@ static bool one_op(struct odb *o, unsigned *seed, int slot)
         /* Resize an array through its handle. */
         struct odb_hkey h;
         char p[32];
-        snprintf(p, sizeof p, "/w/d%d/k%d", rand_r(seed) % 4, rand_r(seed) % 8);
+        (void)snprintf(p, sizeof p, "/w/d%d/k%d", rand_r(seed) % 4, rand_r(seed) % 8);
         err = odb_find(o, ODB_ROOT, p, &h);
         if (!err)
             err = odb_resize(o, h, 1 + (uint32_t)(rand_r(seed) % 40));
@@ -260,8 +260,8 @@ static bool one_op(struct odb *o, unsigned *seed, int slot)
         struct odb_hkey h;
         char p[32], name[8];
         int d = rand_r(seed) % 4;
-        snprintf(p, sizeof p, "/w/d%d/k%d", d, 12 + rand_r(seed) % 4);
-        snprintf(name, sizeof name, "k%d", 12 + rand_r(seed) % 4);
+        (void)snprintf(p, sizeof p, "/w/d%d/k%d", d, 12 + rand_r(seed) % 4);
+        (void)snprintf(name, sizeof name, "k%d", 12 + rand_r(seed) % 4);
         err = odb_find(o, ODB_ROOT, p, &h);
         if (!err)
             err = odb_rename(o, h, name);
@@ -271,8 +271,8 @@ static bool one_op(struct odb *o, unsigned *seed, int slot)
         /* Copy a k12..15 directory to /w/copies/<n> (then maybe drop it). */
         struct odb_hkey h;
         char p[32], dst[32];
-        snprintf(p, sizeof p, "/w/d%d/k%d", rand_r(seed) % 4, 12 + rand_r(seed) % 4);
-        snprintf(dst, sizeof dst, "/w/copies/c%d", rand_r(seed) % 8);
+        (void)snprintf(p, sizeof p, "/w/d%d/k%d", rand_r(seed) % 4, 12 + rand_r(seed) % 4);
+        (void)snprintf(dst, sizeof dst, "/w/copies/c%d", rand_r(seed) % 8);
         err = odb_find(o, ODB_ROOT, p, &h);
         if (!err)
             err = odb_copy(o, h, ODB_ROOT, dst);
@@ -282,8 +282,8 @@ static bool one_op(struct odb *o, unsigned *seed, int slot)
     }
     if (r < 73) {
         char p[32], target[32];
-        snprintf(p, sizeof p, "/w/links/l%d", rand_r(seed) % 8);
-        snprintf(target, sizeof target, "/w/d%d", rand_r(seed) % 4);
+        (void)snprintf(p, sizeof p, "/w/links/l%d", rand_r(seed) % 8);
+        (void)snprintf(target, sizeof target, "/w/d%d", rand_r(seed) % 4);
         err = odb_link(o, ODB_ROOT, p, target);
         if (!err && rand_r(seed) % 2)
             err = odb_delete(o, ODB_ROOT, p, false);
@@ -292,11 +292,11 @@ static bool one_op(struct odb *o, unsigned *seed, int slot)
     if (r < 76) {
         /* A subtree of 40 keys built and deleted whole (reclamation). */
         char base[32];
-        snprintf(base, sizeof base, "/w/tree%d", slot);
+        (void)snprintf(base, sizeof base, "/w/tree%d", slot);
         bool good = EXPECT(odb_delete(o, ODB_ROOT, base, true), "delete old tree");
         for (int i = 0; i < 40 && good; i++) {
             char p[64];
-            snprintf(p, sizeof p, "%s/s%d/v%d", base, i % 5, i);
+            (void)snprintf(p, sizeof p, "%s/s%d/v%d", base, i % 5, i);
             good = EXPECT(rnd_set(o, p, i % 2, seed, ODB_SET_CREATE), "tree set");
         }
         return good && EXPECT(odb_delete(o, ODB_ROOT, base, true), "delete tree");
@@ -354,8 +354,8 @@ static int worker_main(int slot, unsigned seed, int alarm_s)
 
 static pid_t start_worker(int slot, unsigned seed, int alarm_s)
 {
-    fflush(stdout);
-    fflush(stderr);
+    (void)fflush(stdout);
+    (void)fflush(stderr);
     pid_t pid = fork();
     if (pid == 0)
         _exit(worker_main(slot, seed, alarm_s));
@@ -391,17 +391,15 @@ static int setup_tree(struct odb *o)
         return err;
     err = odb_set(o, ODB_ROOT, "/inv/a", ODB_TYPE_INT64, &zero, sizeof zero, 1, ODB_SET_CREATE);
     if (!err)
-        err = odb_set(o, ODB_ROOT, "/inv/b", ODB_TYPE_INT64, &zero, sizeof zero, 1,
-                      ODB_SET_CREATE);
+        err = odb_set(o, ODB_ROOT, "/inv/b", ODB_TYPE_INT64, &zero, sizeof zero, 1, ODB_SET_CREATE);
     for (int i = 0; i < N_ACCOUNTS && !err; i++) {
         char path[32];
-        snprintf(path, sizeof path, "/inv/acct%d", i);
-        err = odb_set(o, ODB_ROOT, path, ODB_TYPE_INT64, &start, sizeof start, 1,
-                      ODB_SET_CREATE);
+        (void)snprintf(path, sizeof path, "/inv/acct%d", i);
+        err = odb_set(o, ODB_ROOT, path, ODB_TYPE_INT64, &start, sizeof start, 1, ODB_SET_CREATE);
     }
     for (int d = 0; d < 4 && !err; d++) {
         char path[32];
-        snprintf(path, sizeof path, "/w/d%d", d);
+        (void)snprintf(path, sizeof path, "/w/d%d", d);
         err = odb_create(o, ODB_ROOT, path, ODB_TYPE_DIR, 0, 0, NULL);
         if (err == ODB_EEXIST)
             err = 0;
@@ -418,20 +416,20 @@ static bool final_invariants(struct odb *o)
 {
     int64_t a = -1, b = -2, sum = 0;
     if (get_i64(o, "/inv/a", &a) || get_i64(o, "/inv/b", &b) || a != b) {
-        fprintf(stderr, "odb_kill: final /inv/a = %lld, /inv/b = %lld\n", (long long)a,
-                (long long)b);
+        (void)fprintf(stderr, "odb_kill: final /inv/a = %lld, /inv/b = %lld\n", (long long)a,
+                      (long long)b);
         return false;
     }
     for (int i = 0; i < N_ACCOUNTS; i++) {
         char path[32];
         int64_t v = 0;
-        snprintf(path, sizeof path, "/inv/acct%d", i);
+        (void)snprintf(path, sizeof path, "/inv/acct%d", i);
         if (get_i64(o, path, &v))
             return false;
         sum += v;
     }
     if (sum != (int64_t)N_ACCOUNTS * ACCOUNT_START) {
-        fprintf(stderr, "odb_kill: final account sum %lld\n", (long long)sum);
+        (void)fprintf(stderr, "odb_kill: final account sum %lld\n", (long long)sum);
         return false;
     }
     return true;
@@ -439,7 +437,7 @@ static bool final_invariants(struct odb *o)
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: odb_kill [SHM_NAME|-] [DURATION_S] [WORKERS] [MAX_KILLS]\n");
+    (void)fprintf(stderr, "usage: odb_kill [SHM_NAME|-] [DURATION_S] [WORKERS] [MAX_KILLS]\n");
     return 2;
 }
 
@@ -454,7 +452,7 @@ int main(int argc, char **argv)
         n_workers > MAX_WORKERS || max_kills < 0)
         return usage();
     if (strcmp(name_arg, "-") == 0) {
-        snprintf(own_name, sizeof own_name, "/aurum-torture-kill-%d", (int)getpid());
+        (void)snprintf(own_name, sizeof own_name, "/aurum-torture-kill-%d", (int)getpid());
         shm_name = own_name;
     } else {
         shm_name = name_arg;
@@ -473,18 +471,18 @@ int main(int argc, char **argv)
     struct odb *odb;
     bool created = false; /* somebody else's ODB is kept at the end */
     int err = odb_open(shm_name, 0, &params, &odb);
-    if (err == -ENOENT) {
+    if (err == UT_ENOENT || err == -ENOENT) {
         err = odb_open(shm_name, ODB_OPEN_CREATE, &params, &odb);
         created = err == 0;
     }
     if (err) {
-        fprintf(stderr, "odb_kill: odb_open(%s): %s\n", shm_name, ut_strerror(err));
+        (void)fprintf(stderr, "odb_kill: odb_open(%s): %s\n", shm_name, ut_strerror(err));
         return 1;
     }
     struct odb_stats st0;
     err = setup_tree(odb);
     if (err) {
-        fprintf(stderr, "odb_kill: setup: %s: %s\n", ut_strerror(err), odb_errmsg());
+        (void)fprintf(stderr, "odb_kill: setup: %s: %s\n", ut_strerror(err), odb_errmsg());
         odb_close(odb);
         if (created)
             odb_destroy(shm_name);
@@ -499,8 +497,9 @@ int main(int argc, char **argv)
         pids[i] = start_worker(i, seed + 7919u * (unsigned)i, alarm_s);
 
     int64_t start = now_ms(), deadline = start + (int64_t)duration_s * 1000;
-    /* With a kill budget, spend it in about half the duration. */
-    long pace_us = max_kills ? (long)duration_s * 500000 / max_kills : 4000;
+    /* With a kill budget: one kill every ~20 ms until it is spent (the
+     * duration is then only a bound); else one every ~4 ms. */
+    long pace_us = max_kills ? 20000 : 4000;
     unsigned long kills = 0, restarts = 0, failed_workers = 0;
     while (now_ms() < deadline && (max_kills == 0 || (long)kills < max_kills) &&
            atomic_load(&ctl->unexpected) == 0) {
@@ -519,8 +518,8 @@ int main(int argc, char **argv)
         kill(pids[victim], SIGKILL);
         int status = wait_until(pids[victim], now_ms() + STOP_WAIT_MS);
         if (status == -1 || !WIFSIGNALED(status) || WTERMSIG(status) != SIGKILL) {
-            fprintf(stderr, "odb_kill: worker %d ended with status 0x%x before the kill\n",
-                    victim, status);
+            (void)fprintf(stderr, "odb_kill: worker %d ended with status 0x%x before the kill\n",
+                          victim, status);
             failed_workers++;
         }
         atomic_store(&ctl->in_txn[victim], 0);
@@ -534,10 +533,11 @@ int main(int argc, char **argv)
     for (int i = 0; i < n_workers; i++) {
         int status = wait_until(pids[i], stop_deadline);
         if (status == -1) {
-            fprintf(stderr, "odb_kill: worker %d did not stop within %d ms\n", i, STOP_WAIT_MS);
+            (void)fprintf(stderr, "odb_kill: worker %d did not stop within %d ms\n", i,
+                          STOP_WAIT_MS);
             failed_workers++;
         } else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-            fprintf(stderr, "odb_kill: worker %d exited with status 0x%x\n", i, status);
+            (void)fprintf(stderr, "odb_kill: worker %d exited with status 0x%x\n", i, status);
             failed_workers++;
         }
     }
@@ -556,9 +556,10 @@ int main(int argc, char **argv)
     printf("kills=%lu ops=%lu rollbacks=%llu check=%s\n", kills, atomic_load(&ctl->ops),
            (unsigned long long)(st.n_rollbacks - st0.n_rollbacks), check == 0 ? "ok" : "FAILED");
     if (check)
-        fprintf(stderr, "odb_kill: odb_check: %s: %s\n", ut_strerror(check), check_report);
+        (void)fprintf(stderr, "odb_kill: odb_check: %s: %s\n", ut_strerror(check), check_report);
     if (unexpected)
-        fprintf(stderr, "odb_kill: %lu unexpected results; first: %s\n", unexpected, ctl->msg);
+        (void)fprintf(stderr, "odb_kill: %lu unexpected results; first: %s\n", unexpected,
+                      ctl->msg);
     odb_close(odb);
     if (created)
         odb_destroy(shm_name);

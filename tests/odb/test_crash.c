@@ -733,6 +733,7 @@ static void sweep(struct fx *fx, const struct crash_op *op)
         step = n_points / SWEEP_SAMPLES;
 #endif
     int n_old = 0, n_new = 0;
+    long first_new = 0; /* the first crash point that left the new state */
     for (k = 1; k <= MAX_CRASH_K; k = next_k(k, step, n_points)) {
         fresh(fx, op);
         char *before = snapshot(fx->odb);
@@ -757,7 +758,8 @@ static void sweep(struct fx *fx, const struct crash_op *op)
             assert_int_equal(n_new, 0);
             n_old++;
         } else if (strcmp(now, new_state) == 0) {
-            n_new++;
+            if (n_new++ == 0)
+                first_new = k;
         } else {
             print_error("%s: k=%ld: state is neither old nor new\n", op->name, k);
             print_diff("vs old", now, old_state);
@@ -782,8 +784,8 @@ static void sweep(struct fx *fx, const struct crash_op *op)
            n_new);
     /* A crash half-way through the reclamation after the commit, then
      * crashes of the recovery that continues it. */
-    if (n_new > 1)
-        sweep_recovery(fx, op, n_old + (n_new + 1) / 2, new_state);
+    if (first_new < n_points)
+        sweep_recovery(fx, op, first_new + (n_points - first_new) / 2, new_state);
     (void)fflush(stdout);
     free(old_state);
     free(new_state);
