@@ -113,6 +113,29 @@ bool au_should_stop(void);
  * mappings. For tests and for a clean restart. Returns 0 or -errno. */
 int au_experiment_remove_segments(const char *expdir);
 
+/* Event buffers of the experiment (msgbus/mb.h "Event buffers").
+ *
+ * au_buffer_open opens the buffer `name` (mb_buffer_name_check rules),
+ * creating it with size_bytes of ring (0: MB_BUFFER_DEFAULT_SIZE) when it
+ * does not exist; the handle carries this client's slot, so when this
+ * process dies the watchdog removes its read positions and reservations
+ * from the buffer (mb_buffer_remove_client) within one watchdog period.
+ * Registers the buffer under /System/Buffers/<name> and in this client's
+ * "Buffers" entry. *out is owned by the connection: release it with
+ * au_buffer_close, or au_disconnect closes it. Must be called with no lock
+ * held. Returns 0, an mb_buffer_open error, an ODB error or UT_ENOMEM.
+ * Thread-safe. */
+int au_buffer_open(struct au_client *c, const char *name, uint64_t size_bytes,
+                   struct mb_buffer **out);
+/* Closes a handle of au_buffer_open (NULL: nothing). */
+void au_buffer_close(struct au_client *c, struct mb_buffer *buf);
+/* Writes the statistics of the buffers this connection has open into
+ * /System/Buffers/<name> (Size, Fill, Clients, Producers, Consumers,
+ * Events/Bytes in/out, Missed, Discarded, Full waits, Removed clients,
+ * Updated, and per handle the arrays Client slot/role/received/missed/
+ * sent/fill). Each watchdog pass calls it. Returns 0 or the first error. */
+int au_buffer_publish(struct au_client *c);
+
 /* A snapshot of /System/Clients, for `scl` and the web page. */
 struct au_client_info {
     uint32_t slot;

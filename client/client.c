@@ -159,7 +159,9 @@ static int open_experiment(struct au_client *c, const struct au_connect_opts *o)
     struct mb_msgring_params mp = {0};
     mp.lock_timeout_ms = o->lock_timeout_ms;
     err = mb_msgring_open(shm, 0, &mp, &c->ring);
-    if (err != UT_ENOENT)
+    /* A missing segment: mb.h documents UT_ENOENT, the shm layer gives
+     * -ENOENT; take either. */
+    if (err != UT_ENOENT && err != -ENOENT)
         return err;
     /* A new ring continues the numbering of the message log, so the log
      * never mistakes new messages for ones it already has. */
@@ -365,13 +367,67 @@ fail:
     return err;
 }
 
-/* True when no other client slot's token is held. */
+/* A byte of the lock file beyond every slot byte: its lock serialises the
+ * last-client check of disconnects running at the same time. */
+#define SAVE_LOCK_BYTE ((off_t)1 << 40)
+
+/* True when no client slot's token is held by another open file
+ * description. Runs after our own slot was released, so it checks every
+ * slot (a newcomer may already hold ours). */
 static bool last_client(const struct au_client *c)
 {
-    for (uint32_t i = 0; i < c->max_clients; i++)
-        if (i != c->slot && au__slot_alive(c, i))
-            return false;
+    for (uint32_t i = 0; i < c->max_clients; i++) {
+        struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = i, .l_len = 1};
+        if (fcntl(c->lock_fd, F_OFD_GETLK, &fl) < 0 || fl.l_type != F_UNLCK)
+            return false; /* held, or cannot tell */
+    }
     return true;
+}
+
+/* Saves the ODB to <experiment>/odb.json when this is the last client.
+ * Our slot is released first and the check runs under the save lock: of
+ * clients disconnecting at once, each might otherwise see the others still
+ * holding their slots, and none would save. This way the last one to take
+ * the save lock sees every other slot free. */
+static void save_if_last(struct au_client *c)
+{
+    if (c->lock_fd < 0)
+        return;
+    struct flock fl = {.l_type = F_UNLCK, .l_whence = SEEK_SET, .l_start = c->slot, .l_len = 1};
+    if (fcntl(c->lock_fd, F_OFD_SETLK, &fl) < 0)
+        return;
+    struct flock sl = {
+        .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = SAVE_LOCK_BYTE, .l_len = 1};
+    while (fcntl(c->lock_fd, F_OFD_SETLKW, &sl) < 0) {
+        if (errno != EINTR)
+            return;
+    }
+    if (last_client(c)) {
+        char file[PATH_MAX + 16];
+        (void)snprintf(file, sizeof file, "%s/odb.json", c->expdir);
+        int err = odb_save(c->odb, ODB_ROOT, file);
+        if (err)
+            ut_log(UT_LOG_ERROR, "could not save the ODB to %s: %s", file, ut_strerror(err));
+    }
+    sl.l_type = F_UNLCK;
+    (void)fcntl(c->lock_fd, F_OFD_SETLK, &sl);
+}
+
+/* Releases a connection copied into a child by fork(). The watchdog,
+ * notifier and dispatcher threads do not exist here, and their mutexes and
+ * condition variable may have been held or waited on at the fork, so they
+ * are neither used nor destroyed (pthread_cond_destroy would wait forever
+ * for the vanished waiter). The SQLite handle belongs to the parent (SQLite
+ * forbids using a connection across fork), so it is left alone. Only
+ * process-local resources are released; nothing shared is touched. */
+static void disconnect_forked_copy(struct au_client *c)
+{
+    if (c->event_fd >= 0)
+        close(c->event_fd);
+    mb_msgring_close(c->ring);
+    odb_close(c->odb);
+    ut_free(c->watches);
+    ut_free(c);
 }
 
 void au_disconnect(struct au_client *c)
@@ -386,29 +442,34 @@ void au_disconnect(struct au_client *c)
         }
     }
     pthread_mutex_unlock(&process_mutex);
+    if (c->forked_copy) {
+        disconnect_forked_copy(c);
+        return;
+    }
     au__watchdog_stop(c);
     au__watch_shutdown(c);
-    if (!c->forked_copy) {
-        mb_msg_flush();
-        odb_watch_remove_subscriber(c->odb, c->slot);
-        if (!au_client_removed(c)) {
-            /* Only our own entry: check the slot before deleting. */
-            uint32_t slot = UINT32_MAX;
-            size_t sz = sizeof slot;
-            if (odb_get(c->odb, c->entry, "Slot", ODB_TYPE_UINT32, &slot, &sz) == 0 &&
-                slot == c->slot)
-                odb_delete(c->odb, c->entry, NULL, true);
-        }
-        au__persist_messages(c);
-        if (last_client(c)) {
-            char file[PATH_MAX + 16];
-            snprintf(file, sizeof file, "%s/odb.json", c->expdir);
-            int err = odb_save(c->odb, ODB_ROOT, file);
-            if (err)
-                ut_log(UT_LOG_ERROR, "could not save the ODB to %s: %s", file,
-                       ut_strerror(err));
-        }
+    /* After SIGINT/SIGTERM (ut_interrupt), every contended lock wait fails
+     * with UT_EINTR at once, which would leave our entry behind. The
+     * cleanup must happen anyway: lift the process-wide flag while it runs
+     * and raise it again afterwards, so the program's other waits still
+     * end. */
+    bool interrupted = ut_interrupted();
+    if (interrupted)
+        ut_interrupt_clear();
+    au__buffers_close_all(c);
+    mb_msg_flush();
+    odb_watch_remove_subscriber(c->odb, c->slot);
+    if (!au_client_removed(c)) {
+        /* Only our own entry: check the slot before deleting. */
+        uint32_t slot = UINT32_MAX;
+        size_t sz = sizeof slot;
+        if (odb_get(c->odb, c->entry, "Slot", ODB_TYPE_UINT32, &slot, &sz) == 0 && slot == c->slot)
+            odb_delete(c->odb, c->entry, NULL, true);
     }
+    au__persist_messages(c);
+    save_if_last(c);
+    if (interrupted)
+        ut_interrupt();
     mb_msglog_close(c->log);
     if (c->lock_fd >= 0)
         close(c->lock_fd);
@@ -475,24 +536,33 @@ int au_client_list(struct au_client *c, struct au_client_info **out, size_t *n_o
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
         struct au_client_info *ci = &infos[k];
-        size_t sz;
-        /* An entry deleted since the listing gives ODB_ESTALE: skip it. */
-        sz = sizeof ci->name;
-        if (odb_get(c->odb, ents[i].key, "Name", ODB_TYPE_STRING, ci->name, &sz) != 0)
+        memset(ci, 0, sizeof *ci);
+        /* Each entry is read in one transaction, so a client removed
+         * meanwhile is either read whole or skipped (its handle is stale):
+         * never half of it (MIDAS failure mode 1). */
+        if (odb_txn_begin(c->odb) != 0)
             continue;
+        size_t sz = sizeof ci->name;
+        int e = odb_get(c->odb, ents[i].key, "Name", ODB_TYPE_STRING, ci->name, &sz);
         sz = sizeof ci->host;
-        if (odb_get(c->odb, ents[i].key, "Host", ODB_TYPE_STRING, ci->host, &sz) != 0)
+        if (!e && odb_get(c->odb, ents[i].key, "Host", ODB_TYPE_STRING, ci->host, &sz) != 0)
             ci->host[0] = '\0';
         sz = sizeof ci->pid;
-        odb_get(c->odb, ents[i].key, "PID", ODB_TYPE_INT32, &ci->pid, &sz);
+        if (!e)
+            e = odb_get(c->odb, ents[i].key, "PID", ODB_TYPE_INT32, &ci->pid, &sz);
         sz = sizeof ci->slot;
-        if (odb_get(c->odb, ents[i].key, "Slot", ODB_TYPE_UINT32, &ci->slot, &sz) != 0)
-            continue;
+        if (!e)
+            e = odb_get(c->odb, ents[i].key, "Slot", ODB_TYPE_UINT32, &ci->slot, &sz);
         sz = sizeof ci->connect_ns;
-        odb_get(c->odb, ents[i].key, "Connect time", ODB_TYPE_INT64, &ci->connect_ns, &sz);
+        if (!e)
+            e = odb_get(c->odb, ents[i].key, "Connect time", ODB_TYPE_INT64, &ci->connect_ns, &sz);
         sz = sizeof ci->last_activity_ns;
-        odb_get(c->odb, ents[i].key, "Last activity", ODB_TYPE_INT64, &ci->last_activity_ns,
-                &sz);
+        if (!e)
+            e = odb_get(c->odb, ents[i].key, "Last activity", ODB_TYPE_INT64, &ci->last_activity_ns,
+                        &sz);
+        (void)odb_txn_commit(c->odb); /* read only: cannot fail */
+        if (e)
+            continue;
         ci->alive = au__slot_alive(c, ci->slot);
         k++;
     }
@@ -543,5 +613,8 @@ int au_experiment_remove_segments(const char *expdir)
         if (err && err != -ENOENT && !result)
             result = err;
     }
+    int err = au__buffers_remove_segments(expdir);
+    if (err && !result)
+        result = err;
     return result;
 }

@@ -59,6 +59,11 @@ struct au_client {
     bool watch_stop;             /* atomic */
 
     struct au_client *next_in_process; /* under the process list mutex */
+
+    /* event buffers opened through au_buffer_open (client/buffer.c), under
+     * that file's process-wide list mutex */
+    struct au__buffer_ref *bufs;
+    size_t n_bufs, cap_bufs;
 };
 
 int au__fail(struct au_client *c, int err, const char *fmt, ...)
@@ -74,5 +79,15 @@ int au__watchdog_start(struct au_client *c);
 void au__watchdog_stop(struct au_client *c);
 void au__persist_messages(struct au_client *c);
 void au__watch_shutdown(struct au_client *c);
+/* Event buffers (client/buffer.c). au__buffers_remove_slot removes client
+ * slot `slot`'s entries from every buffer listed under /System/Buffers
+ * (mb_buffer_remove_client); call it with no lock held (it takes buffer
+ * locks, rank 100, and the ODB lock only for one listing). Returns the
+ * number of entries removed or a negative error. au__buffers_close_all
+ * closes the connection's buffers (au_disconnect). au__buffers_remove_segments
+ * unlinks the experiment's buffer segments. */
+int au__buffers_remove_slot(struct au_client *c, uint32_t slot);
+void au__buffers_close_all(struct au_client *c);
+int au__buffers_remove_segments(const char *expdir);
 
 #endif

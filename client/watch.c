@@ -73,11 +73,20 @@ static int deliver(struct au_client *c, const struct odb_change *ch, size_t n)
     int ran = 0;
     for (size_t i = 0; i < n; i++) {
         /* Copy the callbacks out so none runs under watch_mutex: a callback
-         * may add or remove watches. */
-        struct au_watch_entry todo[16];
-        size_t n_todo = 0;
+         * may add or remove watches. An overflow goes to every watch, so
+         * it gets room for all of them (the fixed array only when the
+         * allocation fails). */
+        struct au_watch_entry local[16], *todo = local;
+        size_t cap = 16, n_todo = 0;
         pthread_mutex_lock(&c->watch_mutex);
-        for (size_t w = 0; w < c->n_watches && n_todo < 16; w++) {
+        if (ch[i].watch_id == ODB_WATCH_OVERFLOW && c->n_watches > cap) {
+            struct au_watch_entry *all = ut_malloc(c->n_watches * sizeof *all);
+            if (all) {
+                todo = all;
+                cap = c->n_watches;
+            }
+        }
+        for (size_t w = 0; w < c->n_watches && n_todo < cap; w++) {
             if (ch[i].watch_id == ODB_WATCH_OVERFLOW) {
                 todo[n_todo] = c->watches[w];
                 n_todo++;
@@ -92,14 +101,37 @@ static int deliver(struct au_client *c, const struct odb_change *ch, size_t n)
             todo[t].cb(c, todo[t].key, todo[t].arg);
             ran++;
         }
+        if (todo != local)
+            ut_free(todo);
     }
     return ran;
+}
+
+/* Resets the eventfd behind au_watch_fd. Called before the queue is read:
+ * a change already queued is handled by this dispatch, and one arriving
+ * later makes the fd readable again (the notifier writes for every change
+ * it sees). Without the reset the fd stays readable forever once written,
+ * and a poll loop spins. */
+static void drain_event_fd(struct au_client *c)
+{
+    pthread_mutex_lock(&c->watch_mutex);
+    if (c->event_fd >= 0) {
+        uint64_t count;
+        ssize_t r = read(c->event_fd, &count, sizeof count); /* EAGAIN when unset */
+        (void)r;
+    }
+    pthread_mutex_unlock(&c->watch_mutex);
 }
 
 int au_dispatch(struct au_client *c, int timeout_ms)
 {
     struct odb_change ch[DRAIN_BATCH];
     size_t n = 0;
+    /* A child's copy after fork() would take the parent's changes out of
+     * the parent's queue (same slot). */
+    if (c->forked_copy)
+        return UT_EINVAL;
+    drain_event_fd(c);
     uint32_t seen = odb_watch_seq(c->odb, c->slot);
     int err = odb_watch_read(c->odb, c->slot, ch, DRAIN_BATCH, &n);
     if (err)

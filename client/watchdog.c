@@ -31,6 +31,10 @@ int au__cleanup_slot(struct au_client *c, uint32_t slot, const char *why, bool e
 {
     char path[64];
     snprintf(path, sizeof path, "/System/Clients/%u", slot);
+    /* Event buffers first, outside the ODB transaction: a buffer lock
+     * (rank 100) is never taken while the ODB lock (300) is held. */
+    if (even_if_alive || !au__slot_alive(c, slot))
+        (void)au__buffers_remove_slot(c, slot);
     int err = odb_txn_begin(c->odb);
     if (err)
         return err;
@@ -183,6 +187,7 @@ int au_watchdog_run(struct au_client *c)
     if (c->forked_copy)
         return 0;
     heartbeat(c);
+    (void)au_buffer_publish(c);
     if (!claim_scan(c))
         return 0;
     int removed = scan(c);

@@ -10,7 +10,9 @@
  *     lock (rank UT_RANK_MSG), readers that follow by sequence number, a
  *     futex wait, and posting that is safe while the ODB lock is held.
  *   - Message log: persistence of system messages into SQLite.
- *   (Event buffers get their own section.)
+ *   - Event buffers: named shared-memory rings of MIDAS-layout events, many
+ *     producers and many consumers, get-all and get-some requests, batched
+ *     send, zero-copy receive, futex waits, recovery from dead clients.
  *
  * Conventions: functions that can fail return 0 or a negative code from
  * base/ut.h (UT_E*, MB_E*, -errno); out-parameters are left unchanged on
@@ -270,5 +272,279 @@ void mb_msglog_query_free(struct mb_msg *msgs);
 /* Text of the handle's last SQLite error ("" when none). Valid until the
  * next call on the handle. */
 const char *mb_msglog_errmsg(const struct mb_msglog *log);
+
+/* ====================================================================== */
+/* Event buffers                                                          */
+/* ====================================================================== */
+
+/*
+ * An event buffer is a named shared-memory ring of events (SPEC "The
+ * message bus"). Any number of processes open it; each open handle is one
+ * "buffer client" that may send (a producer) and, once it has added at
+ * least one request, receive (a consumer). Each handle carries the client
+ * slot of its owner (the client layer passes au_client_slot): the watchdog
+ * removes everything a dead client slot had in a buffer with
+ * mb_buffer_remove_client.
+ *
+ * Lock: one robust lock per buffer, rank UT_RANK_BUFFER (the lowest), held
+ * only to reserve space and to edit the client table; events are copied
+ * in and out without it. So any mb_buffer_* call must be made with no lock
+ * of rank >= UT_RANK_BUFFER held other than (for the calls that allow it)
+ * this buffer's own (the rank check aborts otherwise). mb_buffer_* never
+ * post system messages; a caller that holds this buffer's lock may post one
+ * (the message ring's lock ranks higher), and never into the buffer itself:
+ * mb_buffer_send refuses with UT_EBUSY when the thread holds the buffer's
+ * lock (SPEC failure mode 3).
+ */
+
+#define MB_BUFFER_NAME_MAX        31          /* bytes of a buffer name, without the NUL */
+#define MB_BUFFER_DEFAULT_SIZE    (32u << 20) /* ring bytes when params give 0 */
+#define MB_BUFFER_MIN_SIZE        4096u
+#define MB_BUFFER_MAX_SIZE        (1ull << 32) /* ring bytes at most (4 GiB) */
+#define MB_BUFFER_DEFAULT_CLIENTS 128u
+#define MB_BUFFER_MAX_CLIENTS     4096u
+#define MB_BUFFER_MAX_REQUESTS    8             /* requests per handle */
+#define MB_EVENT_ID_ALL           ((int16_t)-1) /* request: any event id */
+#define MB_TRIGGER_ALL            ((int16_t)-1) /* request: any trigger mask */
+#define MB_BUFFER_RECORD_OVERHEAD                                                                  \
+    32u /* ring bytes per event beyond its data (before rounding to 16) */
+
+/*
+ * The event header, laid out as MIDAS's EVENT_HEADER (16 bytes, host byte
+ * order), so data files written from it are readable by MIDAS tools. The
+ * event's data (data_size bytes) follows it.
+ */
+struct mb_event_header {
+    int16_t event_id;       /* MIDAS event id */
+    int16_t trigger_mask;   /* MIDAS trigger mask */
+    uint32_t serial_number; /* set by the producer */
+    uint32_t time_stamp;    /* seconds since the epoch, set by the producer */
+    uint32_t data_size;     /* bytes of data after the header */
+};
+_Static_assert(sizeof(struct mb_event_header) == 16, "MIDAS EVENT_HEADER layout");
+_Static_assert(offsetof(struct mb_event_header, serial_number) == 4, "MIDAS EVENT_HEADER layout");
+_Static_assert(offsetof(struct mb_event_header, data_size) == 12, "MIDAS EVENT_HEADER layout");
+
+/* One event to send: the header (data_size is the length of data) and the
+ * data, borrowed for the call. */
+struct mb_event {
+    struct mb_event_header hdr;
+    const void *data; /* hdr.data_size bytes; may be NULL when data_size is 0 */
+};
+
+/* A handle on an event buffer: opaque. Sending is thread-safe (any number
+ * of threads may send on one handle at once); receiving and request edits
+ * on one handle must not run in two threads at once (a consumer handle is a
+ * cursor: give each consuming thread its own handle). A handle does not
+ * survive fork(): a child opens its own, and closing an inherited copy only
+ * unmaps it (the parent's entry stays). */
+struct mb_buffer;
+
+struct mb_buffer_params {
+    uint64_t size_bytes;  /* ring bytes (creation only), rounded up to a multiple of 4096;
+                             default MB_BUFFER_DEFAULT_SIZE; MB_BUFFER_MIN_SIZE..MAX_SIZE */
+    uint32_t max_clients; /* handles open at once (creation only); default 128, 1..4096 */
+    uint32_t slot;        /* the owner's client slot: identity for mb_buffer_remove_client */
+    int lock_timeout_ms;  /* bound on each wait for the buffer lock; default 10000 */
+};
+
+enum mb_buffer_open_flags {
+    MB_BUFFER_CREATE = 1u << 0, /* create the segment if it does not exist */
+    MB_BUFFER_ADMIN = 1u << 1,  /* take no client entry: the handle may only remove clients,
+                                   read statistics and check (the others give UT_EINVAL);
+                                   works when the client table is full */
+};
+
+/* Checks a buffer name: 1..MB_BUFFER_NAME_MAX bytes of [A-Za-z0-9_-].
+ * Returns 0, UT_EINVAL or UT_ENAMETOOLONG. */
+int mb_buffer_name_check(const char *name);
+
+/*
+ * Opens the event buffer in the POSIX shm segment `shm_name` ("/name"),
+ * called `name` (checked with mb_buffer_name_check; stored at creation and
+ * shown in statistics), creating it (mode 0600) with MB_BUFFER_CREATE when
+ * it does not exist. params may be NULL (defaults, slot 0); zero fields take
+ * their defaults; the geometry of an existing buffer is kept. The handle
+ * takes one client entry. On success *out owns the handle, released with
+ * mb_buffer_close. Returns 0, UT_EINVAL, UT_ENAMETOOLONG, UT_ENOMEM,
+ * UT_ENOENT (no segment and no CREATE), UT_EVERSION, UT_ECORRUPT,
+ * UT_ETIMEOUT, MB_ECLIENTS (client table full), UT_EINTR or -errno.
+ * Thread-safe.
+ */
+int mb_buffer_open(const char *shm_name, const char *name, unsigned flags,
+                   const struct mb_buffer_params *params, struct mb_buffer **out);
+
+/* As mb_buffer_open for the buffer `name` of the experiment in `expdir`
+ * (shm name ut_shm_name(expdir, "buf.<name>")). Also returns -errno from
+ * realpath. */
+int mb_buffer_open_exp(const char *expdir, const char *name, unsigned flags,
+                       const struct mb_buffer_params *params, struct mb_buffer **out);
+
+/* Releases the handle's client entry (its requests and read position; a
+ * zero-copy event still held is released) and unmaps. The handle must not
+ * be in use by another thread. Accepts NULL. */
+void mb_buffer_close(struct mb_buffer *buf);
+
+/* Removes the segment's name; mappings stay valid. Returns 0 or -errno. */
+int mb_buffer_destroy(const char *shm_name);
+/* As mb_buffer_destroy for the buffer `name` of an experiment. */
+int mb_buffer_destroy_exp(const char *expdir, const char *name);
+
+/* The buffer's name (static for the handle's lifetime) and ring size. */
+const char *mb_buffer_name(const struct mb_buffer *buf);
+uint64_t mb_buffer_size(const struct mb_buffer *buf);
+/* The largest data_size one event may have in this buffer (events up to
+ * half the ring, less the record overhead). */
+uint32_t mb_buffer_max_event(const struct mb_buffer *buf);
+
+/*
+ * Consumer requests. A handle receives the events matching any of its
+ * requests: event_id is MB_EVENT_ID_ALL or equal to the event's, and
+ * trigger_mask is MB_TRIGGER_ALL or shares a bit with the event's (MIDAS
+ * bm_request_event semantics). Mode:
+ *   MB_GET_ALL  - the handle sees every matching event: producers wait (up
+ *                 to their timeout) rather than overwrite an event it has
+ *                 not read. A handle with any GET_ALL request holds back
+ *                 producers for all events, so it should keep reading.
+ *   MB_GET_SOME - sampling: when producers need the space, the handle is
+ *                 skipped forward and counts each matching event it missed
+ *                 (mb_buffer_n_missed; exact).
+ * The first request of a handle starts it at the newest committed event:
+ * it receives events committed after that. *id_out (may be NULL) gets an
+ * id for mb_buffer_request_remove. Returns 0, UT_EINVAL, MB_EBADREQ (bad
+ * mode, or a trigger mask of 0 that matches nothing), MB_EREQUESTS (more
+ * than MB_BUFFER_MAX_REQUESTS), MB_EREMOVED, or a lock error.
+ */
+enum mb_request_mode { MB_GET_ALL = 1, MB_GET_SOME = 2 };
+int mb_buffer_request_add(struct mb_buffer *buf, int16_t event_id, int16_t trigger_mask,
+                          enum mb_request_mode mode, int *id_out);
+/* Removes one request; removing the last stops consumption (the read
+ * position is dropped and producers no longer wait for the handle).
+ * Returns 0, UT_EINVAL (no such id, or a zero-copy event is held),
+ * MB_EREMOVED or a lock error. */
+int mb_buffer_request_remove(struct mb_buffer *buf, int id);
+
+/*
+ * Sends one event: hdr (its data_size gives the length) and data are
+ * copied into the ring. Space is reserved under the buffer lock, the copy
+ * is made without it, then the event is committed; consumers see events in
+ * reservation order. When the slowest GET_ALL consumer (or a consumer
+ * holding a zero-copy event, or an unfinished reservation of another
+ * producer) leaves no space, waits - spinning briefly, then sleeping on a
+ * futex - at most timeout_ms (0: don't wait; < 0: no limit). Returns 0,
+ * UT_EINVAL, MB_ETOOBIG (data_size > mb_buffer_max_event), MB_EFULL (no
+ * space within the timeout: nothing was sent), UT_EINTR (ut_interrupt),
+ * MB_EREMOVED, UT_EBUSY (the calling thread holds this buffer's lock:
+ * sending would deadlock), UT_ECORRUPT or a lock error. Thread-safe.
+ */
+int mb_buffer_send(struct mb_buffer *buf, const struct mb_event_header *hdr, const void *data,
+                   int timeout_ms);
+
+/* Sends n events in order with as few lock acquisitions as fit (many
+ * small events share one reservation). *n_sent (may be NULL) gets the
+ * number sent, also on error: events [0, *n_sent) are in the buffer, the
+ * rest are not. timeout_ms bounds each wait for space. Returns as
+ * mb_buffer_send. */
+int mb_buffer_send_batch(struct mb_buffer *buf, const struct mb_event *events, size_t n,
+                         size_t *n_sent, int timeout_ms);
+
+/*
+ * Receives the next event matching the handle's requests, copying its
+ * header into *hdr and its data into data[0, *size) (*size: capacity on
+ * entry, data_size on return). Waits for one at most timeout_ms (0: don't
+ * wait; < 0: no limit), spinning briefly, then sleeping on a futex (no CPU
+ * used while the buffer stays empty). Returns 0, UT_EINVAL, MB_ENOREQ (no
+ * request), MB_EEMPTY (none within the timeout), MB_ETRUNC (the data does
+ * not fit: *size gets data_size, nothing is consumed), UT_EINTR,
+ * MB_EREMOVED or UT_ECORRUPT. One thread per handle.
+ */
+int mb_buffer_receive(struct mb_buffer *buf, struct mb_event_header *hdr, void *data, size_t *size,
+                      int timeout_ms);
+
+/*
+ * Zero-copy receive: as mb_buffer_receive, but *hdr_out and *data_out
+ * point at the event inside the ring (data_out at hdr->data_size bytes).
+ * The event stays pinned - producers will not overwrite it, whatever the
+ * mode - until mb_buffer_receive_end; the pointers are valid until then
+ * only. A handle holds at most one such event. Returns as
+ * mb_buffer_receive (without MB_ETRUNC), and UT_EINVAL when an event is
+ * already held.
+ */
+int mb_buffer_receive_begin(struct mb_buffer *buf, const struct mb_event_header **hdr_out,
+                            const void **data_out, int timeout_ms);
+/* Releases the event of mb_buffer_receive_begin. Returns 0, UT_EINVAL
+ * (none held) or MB_EREMOVED (the handle was removed meanwhile). */
+int mb_buffer_receive_end(struct mb_buffer *buf);
+
+/* Matching events this handle missed (GET_SOME skips) so far. Lock-free. */
+uint64_t mb_buffer_n_missed(const struct mb_buffer *buf);
+
+/*
+ * Removes every client entry of client slot `slot` (all handles opened
+ * with that slot, by any process): their requests and read positions go
+ * (producers waiting for them resume at once) and their unfinished
+ * reservations are discarded (events committed behind them become
+ * readable). Meant for dead clients - the client layer's watchdog calls it
+ * for every buffer of the experiment when it removes a dead client. A live
+ * handle removed this way gets MB_EREMOVED from its next call; removing a
+ * live producer in the middle of a send is not safe (its copy may land in
+ * space handed to another producer). Returns the number of entries
+ * removed (>= 0) or a lock error. Process-safe.
+ */
+int mb_buffer_remove_client(struct mb_buffer *buf, uint32_t slot);
+
+/* Per-handle figures, as seen in the client table. */
+struct mb_buffer_client_stats {
+    uint32_t slot;           /* owner's client slot */
+    uint32_t pid;            /* opener's pid (diagnostics only) */
+    bool producer;           /* has sent at least one event */
+    bool consumer;           /* has at least one request */
+    bool get_all;            /* has a GET_ALL request */
+    bool holding;            /* holds a zero-copy event */
+    uint64_t fill_bytes;     /* committed bytes it has not read yet (consumers) */
+    uint64_t n_received;     /* events received */
+    uint64_t bytes_received; /* their data bytes */
+    uint64_t n_missed;       /* matching events skipped (GET_SOME) */
+    uint64_t n_sent;         /* events sent */
+    uint64_t bytes_sent;     /* their data bytes */
+};
+
+struct mb_buffer_stats {
+    char name[MB_BUFFER_NAME_MAX + 1];
+    uint64_t size_bytes;   /* ring size */
+    uint64_t fill_bytes;   /* bytes reserved but not yet read by the slowest consumer
+                              (0 without consumers) */
+    uint32_t n_clients;    /* open handles */
+    uint32_t n_producers;  /* handles that have sent */
+    uint32_t n_consumers;  /* handles with requests */
+    uint64_t n_events_in;  /* events sent, all handles ever */
+    uint64_t bytes_in;     /* their data bytes */
+    uint64_t n_events_out; /* events received, all handles ever */
+    uint64_t bytes_out;    /* their data bytes */
+    uint64_t n_missed;     /* GET_SOME skips, all handles ever */
+    uint64_t n_discarded;  /* reservations of dead producers thrown away */
+    uint64_t n_recovered;  /* lock recoveries after a holder died */
+    uint64_t n_removed;    /* client entries removed by mb_buffer_remove_client */
+    uint64_t n_full_waits; /* sends that had to wait for space */
+    uint64_t n_wakes;      /* futex wake calls */
+};
+
+/* Fills *out, and clients[0, max) with up to max per-handle figures
+ * (their number in *n_clients_out; clients and n_clients_out may be NULL
+ * when max is 0). Read without the lock: each figure is exact, the set is
+ * not one instant's snapshot. Returns 0 or UT_EINVAL. Callable with any
+ * lock held. */
+int mb_buffer_stats(struct mb_buffer *buf, struct mb_buffer_stats *out,
+                    struct mb_buffer_client_stats *clients, size_t max, size_t *n_clients_out);
+
+/*
+ * Integrity check under the lock: geometry, the position counters, every
+ * record between the oldest kept and the newest reserved (sizes,
+ * alignment, position tags, states, event sizes), every client entry and
+ * read position (on a record boundary in range). report (may be NULL)
+ * gets "ok" or the first problem found. Returns 0, UT_ECORRUPT, or a lock
+ * error.
+ */
+int mb_buffer_check(struct mb_buffer *buf, char *report, size_t report_size);
 
 #endif

@@ -133,12 +133,16 @@ static int create_file(const char *path)
 {
     int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0 && errno == EEXIST) {
-        /* O_EXCL says EEXIST for a symlink too: tell that case apart. */
-        fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-        if (fd < 0)
+        /* O_EXCL says EEXIST for a symlink too: tell that case apart with
+         * lstat. Never open() and close() an existing log here: closing any
+         * descriptor of a file drops every POSIX lock the process holds on
+         * it, including the locks of SQLite connections that other threads
+         * of this process have open on the log (SQLite then reports I/O
+         * errors and a malformed database). */
+        struct stat st;
+        if (lstat(path, &st) < 0)
             return -errno;
-        close(fd);
-        return 0;
+        return S_ISLNK(st.st_mode) ? -ELOOP : 0;
     }
     if (fd < 0)
         return -errno;
