@@ -140,6 +140,6 @@ long ut_crash_point(void)
     }
     long n = atomic_fetch_add(&crash_count, 1) + 1;
     if (target > 0 && n == target)
-        raise(SIGKILL);
+        (void)raise(SIGKILL); /* cannot fail for SIGKILL */
     return n;
 }

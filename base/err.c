@@ -40,8 +40,8 @@ const char *ut_strerror(int err)
 void ut__assert_fail(const char *expr, const char *file, int line)
 {
     char msg[512];
-    int n = snprintf(msg, sizeof msg, "aurum: assertion failed: %s at %s:%d (pid %d)\n", expr,
-                     file, line, (int)getpid());
+    int n = snprintf(msg, sizeof msg, "aurum: assertion failed: %s at %s:%d (pid %d)\n", expr, file,
+                     line, (int)getpid());
     if (n > 0) {
         /* write(2) rather than stdio: we may be deep inside a broken state. */
         ssize_t w = write(STDERR_FILENO, msg, (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1);

@@ -52,8 +52,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_HELD 16
-#define SPIN_TRIES 200
+#define MAX_HELD      16
+#define SPIN_TRIES    200
 #define WAIT_SLICE_MS 50
 
 /* ThreadSanitizer (gcc 12, clang 14) does not intercept
@@ -78,11 +78,11 @@
 #endif
 
 struct held_lock {
-    uint64_t id;            /* ut_shlock.id */
-    const char *name;       /* lock name, static storage */
+    uint64_t id;      /* ut_shlock.id */
+    const char *name; /* lock name, static storage */
     int rank;
-    int depth;              /* recursion depth, >= 1 */
-    const char *file;       /* where the outermost acquisition happened */
+    int depth;        /* recursion depth, >= 1 */
+    const char *file; /* where the outermost acquisition happened */
     int line;
 };
 
@@ -228,8 +228,8 @@ static void rank_violation(const struct ut_lock *lock, const char *file, int lin
     int n = snprintf(msg, sizeof msg,
                      "aurum: lock order violation: taking '%s' (rank %d) at %s:%d while holding "
                      "'%s' (rank %d) taken at %s:%d (pid %d)\n",
-                     lock->name, lock->rank, file, line, top->name, top->rank, top->file,
-                     top->line, (int)getpid());
+                     lock->name, lock->rank, file, line, top->name, top->rank, top->file, top->line,
+                     (int)getpid());
     if (n > 0) {
         ssize_t w = write(STDERR_FILENO, msg, (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1);
         (void)w;
@@ -293,9 +293,10 @@ static void report_timeout(const struct ut_lock *lock, const char *file, int lin
     double held_s = since ? (double)(ut_wall_ns() - since) / 1e9 : 0.0;
     time_t since_s = (time_t)(since / 1000000000);
     struct tm tm;
-    char when[32] = "?";
-    if (localtime_r(&since_s, &tm))
-        strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &tm);
+    char when[32];
+    /* strftime leaves the buffer indeterminate when it returns 0. */
+    if (!localtime_r(&since_s, &tm) || strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &tm) == 0)
+        snprintf(when, sizeof when, "?");
     snprintf(last_error, sizeof last_error,
              "timeout after %d ms waiting for lock '%s' at %s:%d: held by client '%s' pid %u "
              "tid %u since %s (%.1f s) from %s:%u",
@@ -404,8 +405,8 @@ int ut_lock_acquire(struct ut_lock *lock, const char *file, int line)
         UT_ASSERT(held[n_held].id == id && held[n_held].depth == 1);
         if (err) {
             __atomic_store_n(&sh->broken, 1, __ATOMIC_RELEASE);
-            snprintf(last_error, sizeof last_error, "lock '%s': recovery failed (%s)",
-                     lock->name, ut_strerror(err));
+            snprintf(last_error, sizeof last_error, "lock '%s': recovery failed (%s)", lock->name,
+                     ut_strerror(err));
             ut_log(UT_LOG_ERROR, "%s", last_error);
             /* Unlocking without pthread_mutex_consistent makes the mutex
              * permanently unrecoverable: nobody will read the bad data. */
@@ -444,8 +445,8 @@ static void run_release_hooks(int released_rank)
         return;
     int top = n_held > 0 ? held[n_held - 1].rank : 0;
     for (int i = 0; i < MAX_HOOKS; i++) {
-        ut_lock_release_hook_cb fn = atomic_load_explicit(&release_hooks[i].fn,
-                                                          memory_order_acquire);
+        ut_lock_release_hook_cb fn =
+            atomic_load_explicit(&release_hooks[i].fn, memory_order_acquire);
         if (!fn)
             continue;
         int min_rank = atomic_load_explicit(&release_hooks[i].min_rank, memory_order_relaxed);

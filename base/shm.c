@@ -104,8 +104,8 @@ fail_unlink:
 
 /* Attaches to an existing segment. Returns 0, -ENOENT (gone: retry
  * creation), UT_ETIMEOUT, UT_EVERSION, UT_ECORRUPT or -errno. */
-static int attach_segment(struct ut_shm *shm, const char *name, uint32_t kind,
-                          uint64_t fingerprint, int timeout_ms)
+static int attach_segment(struct ut_shm *shm, const char *name, uint32_t kind, uint64_t fingerprint,
+                          int timeout_ms)
 {
     int fd = shm_open(name, O_RDWR | O_CLOEXEC, 0);
     if (fd < 0)
@@ -145,8 +145,10 @@ static int attach_segment(struct ut_shm *shm, const char *name, uint32_t kind,
             uint32_t creator = h->creator_pid;
             munmap(base, size);
             if (pid_gone(creator)) {
-                ut_log(UT_LOG_WARN, "segment %s: creator pid %u died before initialising it; "
-                                    "recreating", name, creator);
+                ut_log(UT_LOG_WARN,
+                       "segment %s: creator pid %u died before initialising it; "
+                       "recreating",
+                       name, creator);
                 shm_unlink(name);
                 return -ENOENT;
             }

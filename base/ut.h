@@ -32,7 +32,7 @@
     X(UT_EINVAL, -1000, "invalid argument")                                                        \
     X(UT_ENOMEM, -1001, "out of memory")                                                           \
     X(UT_ETIMEOUT, -1002, "timed out")                                                             \
-    X(UT_ECORRUPT, -1003, "shared segment is corrupt and refuses further use")                    \
+    X(UT_ECORRUPT, -1003, "shared segment is corrupt and refuses further use")                     \
     X(UT_EVERSION, -1004, "shared segment has an incompatible layout version")                     \
     X(UT_EEXIST, -1005, "already exists")                                                          \
     X(UT_ENOENT, -1006, "does not exist")                                                          \
@@ -136,8 +136,8 @@ void ut_crash_point_arm(long k);
 /* Time                                                                    */
 /* ---------------------------------------------------------------------- */
 
-int64_t ut_now_ns(void);      /* CLOCK_MONOTONIC, nanoseconds */
-int64_t ut_wall_ns(void);     /* CLOCK_REALTIME, nanoseconds since the epoch */
+int64_t ut_now_ns(void);  /* CLOCK_MONOTONIC, nanoseconds */
+int64_t ut_wall_ns(void); /* CLOCK_REALTIME, nanoseconds since the epoch */
 
 /* ---------------------------------------------------------------------- */
 /* Shared-memory segments                                                  */
@@ -172,10 +172,10 @@ struct ut_shm_header {
 #define UT_SHM_VERSION 1u
 
 struct ut_shm {
-    void *base;          /* mapping start, the ut_shm_header */
-    size_t size;         /* mapping size, bytes */
-    char name[128];      /* POSIX shm name, starting with '/' */
-    bool created;        /* true if this call created (and must initialise) it */
+    void *base;     /* mapping start, the ut_shm_header */
+    size_t size;    /* mapping size, bytes */
+    char name[128]; /* POSIX shm name, starting with '/' */
+    bool created;   /* true if this call created (and must initialise) it */
 };
 
 /* Derives a POSIX shm name for an experiment directory and a segment kind
@@ -220,19 +220,19 @@ enum ut_lock_rank {
  * segment's fingerprint.
  */
 struct ut_shlock {
-    pthread_mutex_t mutex;    /* robust, process-shared, normal (not recursive) */
-    uint64_t id;              /* random identity, set at init; recursion is by id */
-    uint32_t owner_pid;       /* pid of the holder (diagnostics only), under mutex */
-    uint32_t owner_tid;       /* kernel tid of the holder, under mutex */
-    int64_t since_ns;         /* CLOCK_REALTIME when taken, under mutex */
-    uint32_t owner_line;      /* source line of the acquisition, under mutex */
-    uint32_t broken;          /* set when recovery failed: refuse all use */
-    char owner_file[48];      /* source file of the acquisition, under mutex */
-    char owner_name[32];      /* client name of the holder, under mutex */
-    uint64_t n_acquired;      /* outermost acquisitions, under mutex */
-    uint64_t n_contended;     /* acquisitions that had to wait, under mutex */
-    uint64_t wait_ns;         /* total time spent waiting, under mutex */
-    uint64_t n_owner_died;    /* recoveries after a holder died, under mutex */
+    pthread_mutex_t mutex; /* robust, process-shared, normal (not recursive) */
+    uint64_t id;           /* random identity, set at init; recursion is by id */
+    uint32_t owner_pid;    /* pid of the holder (diagnostics only), under mutex */
+    uint32_t owner_tid;    /* kernel tid of the holder, under mutex */
+    int64_t since_ns;      /* CLOCK_REALTIME when taken, under mutex */
+    uint32_t owner_line;   /* source line of the acquisition, under mutex */
+    uint32_t broken;       /* set when recovery failed: refuse all use */
+    char owner_file[48];   /* source file of the acquisition, under mutex */
+    char owner_name[32];   /* client name of the holder, under mutex */
+    uint64_t n_acquired;   /* outermost acquisitions, under mutex */
+    uint64_t n_contended;  /* acquisitions that had to wait, under mutex */
+    uint64_t wait_ns;      /* total time spent waiting, under mutex */
+    uint64_t n_owner_died; /* recoveries after a holder died, under mutex */
 };
 
 /* Called with the mutex held after its previous holder died. Must restore
@@ -242,10 +242,10 @@ typedef int (*ut_lock_recover_cb)(void *arg);
 
 /* Process-local view of a lock. */
 struct ut_lock {
-    struct ut_shlock *sh;          /* in shared memory */
-    const char *name;              /* for diagnostics, static storage */
+    struct ut_shlock *sh; /* in shared memory */
+    const char *name;     /* for diagnostics, static storage */
     int rank;
-    int timeout_ms;                /* bound on each wait; <= 0 waits forever */
+    int timeout_ms; /* bound on each wait; <= 0 waits forever */
     ut_lock_recover_cb recover;
     void *recover_arg;
 };

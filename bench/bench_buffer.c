@@ -18,7 +18,12 @@
  *
  * Each figure: the producer runs for a fixed time then sends an end
  * marker; the consumer counts events and bytes between its first event and
- * the marker and reports them through a pipe. Both rings are 32 MiB. Every
+ * the marker and reports them through a pipe. Both rings are 32 MiB. On a
+ * shared 2-CPU machine single runs swing widely (a spinning process whose
+ * peer is descheduled measures the scheduler), so each comparison row is
+ * the best of TRIES runs, for the raw ring and for ours alike; in both,
+ * the producer runs on CPU 0 and the consumer on CPU 1, and the raw ring's
+ * spin loops yield now and then (as ours sleep). Every
  * unexpected return code aborts the run.
  *
  * Usage: bench_buffer [--quick]
@@ -28,6 +33,7 @@
 #include "msgbus/mb.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <sys/mman.h>
@@ -41,7 +47,8 @@
 
 static char shm_name[96];
 static pid_t creator_pid;
-static double run_s = 0.6;
+static double run_s = 0.4;
+#define TRIES 3 /* each comparison row is the best of this many runs, ours and raw alike */
 
 static void remove_segment(void)
 {
@@ -128,6 +135,37 @@ struct raw_ring {
 #define RAW_SKIP UINT64_MAX
 #define RAW_END  (UINT64_MAX - 1)
 
+/* Spins, yielding the CPU now and then: on a shared machine a pure spin
+ * measures the scheduler, and would make the limit look lower than it is. */
+static void raw_pause(unsigned *spins)
+{
+    if (++*spins % 256 == 0)
+        sched_yield();
+    else
+        __builtin_ia32_pause();
+}
+
+/* Pins the calling process to CPU cpu (when the machine has it), so the
+ * producer and the consumer of both rings run on separate CPUs. */
+static void pin_cpu(int cpu)
+{
+    if (cpu >= sysconf(_SC_NPROCESSORS_ONLN))
+        return;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    (void)sched_setaffinity(0, sizeof set, &set);
+}
+
+static void unpin_cpu(void)
+{
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    for (long i = 0; i < sysconf(_SC_NPROCESSORS_ONLN) && i < CPU_SETSIZE; i++)
+        CPU_SET((int)i, &set);
+    (void)sched_setaffinity(0, sizeof set, &set);
+}
+
 static uint64_t raw_rec(uint64_t len)
 {
     return (8 + len + 7) & ~(uint64_t)7;
@@ -139,8 +177,9 @@ static void raw_put(struct raw_ring *r, uint64_t len, const uint8_t *src)
     uint64_t need = raw_rec(len == RAW_END ? 0 : len);
     uint64_t off = head % RING_BYTES;
     uint64_t skip = off + need > RING_BYTES ? RING_BYTES - off : 0;
+    unsigned spins = 0;
     while (head + skip + need - __atomic_load_n(&r->tail, __ATOMIC_ACQUIRE) > RING_BYTES)
-        __builtin_ia32_pause();
+        raw_pause(&spins);
     if (skip) {
         memcpy(&r->data[off], &(uint64_t){RAW_SKIP}, 8);
         off = 0;
@@ -156,8 +195,9 @@ static uint64_t raw_get(struct raw_ring *r, uint8_t *dst)
 {
     for (;;) {
         uint64_t tail = r->tail;
+        unsigned spins = 0;
         while (__atomic_load_n(&r->head, __ATOMIC_ACQUIRE) == tail)
-            __builtin_ia32_pause();
+            raw_pause(&spins);
         uint64_t off = tail % RING_BYTES, len;
         memcpy(&len, &r->data[off], 8);
         if (len == RAW_SKIP) {
@@ -184,6 +224,7 @@ static struct figure measure_raw(size_t size, const uint8_t *src, uint8_t *dst)
     if (pid < 0)
         bench_die("fork: %s", strerror(errno));
     if (pid == 0) {
+        pin_cpu(1);
         struct figure f = {0};
         int64_t first = 0;
         for (;;) {
@@ -200,6 +241,7 @@ static struct figure measure_raw(size_t size, const uint8_t *src, uint8_t *dst)
         write_fig(fds[1], &f);
         _exit(0);
     }
+    pin_cpu(0);
     int64_t end = bench_now_ns() + (int64_t)(run_s * 1e9);
     for (uint64_t i = 0;; i++) {
         raw_put(r, size, src);
@@ -207,6 +249,7 @@ static struct figure measure_raw(size_t size, const uint8_t *src, uint8_t *dst)
             break;
     }
     raw_put(r, RAW_END, NULL);
+    unpin_cpu();
     struct figure f = read_fig(fds[0]);
     wait_child(pid);
     close(fds[0]);
@@ -230,9 +273,11 @@ static struct mb_buffer *open_buf(uint32_t slot)
 }
 
 /* A GET_ALL consumer: counts events until n_ends end markers, reports. */
-static void consumer_child(int fd, int ready_fd, int n_ends, bool zero_copy)
+static void consumer_child(int fd, int ready_fd, int n_ends, bool zero_copy, bool pin)
 {
     static uint8_t data[MAX_EVENT];
+    if (pin)
+        pin_cpu(1);
     struct mb_buffer *b = open_buf(100);
     CHECK(mb_buffer_request_add(b, MB_EVENT_ID_ALL, MB_TRIGGER_ALL, MB_GET_ALL, NULL));
     if (write(ready_fd, "r", 1) != 1)
@@ -315,7 +360,7 @@ static struct figure measure_buffer(size_t size, size_t batch, int n_prod, int n
         if (pid < 0)
             bench_die("fork: %s", strerror(errno));
         if (pid == 0)
-            consumer_child(fds[1], ready[1], n_prod, zero_copy);
+            consumer_child(fds[1], ready[1], n_prod, zero_copy, n_prod == 1 && n_cons == 1);
         pids[n++] = pid;
     }
     char ch;
@@ -323,7 +368,10 @@ static struct figure measure_buffer(size_t size, size_t batch, int n_prod, int n
         if (read(ready[0], &ch, 1) != 1)
             bench_die("pipe: %s", strerror(errno));
     if (n_prod == 1) {
+        if (n_cons == 1)
+            pin_cpu(0);
         produce(b, size, batch, src);
+        unpin_cpu();
     } else {
         for (int p = 0; p < n_prod; p++) {
             pid_t pid = fork();
@@ -433,9 +481,10 @@ int main(int argc, char **argv)
         src[i] = (uint8_t)(i * 31);
     memset(dst, 0, MAX_EVENT);
 
-    printf("event buffer throughput, ring %u MiB, each figure %.1f s; 1 producer / 1 GET_ALL "
-           "consumer (copying receive) unless noted\n\n",
-           RING_BYTES >> 20, run_s);
+    printf("event buffer throughput, ring %u MiB, each run %.1f s, comparison rows best of %d "
+           "(raw and ours alike); 1 producer / 1 GET_ALL consumer (copying receive) unless "
+           "noted\n\n",
+           RING_BYTES >> 20, run_s, TRIES);
     printf("%-34s %12s %9s %12s %9s %8s  %s\n", "case", "events/s", "GB/s", "raw events/s",
            "raw GB/s", "ratio", "target");
     printf("%-34s %12s %9s %12s %9s %8s  %s\n", "----", "--------", "----", "------------",
@@ -446,8 +495,15 @@ int main(int argc, char **argv)
         size_name(sizes[i], sn, sizeof sn);
         struct copy_arg ca = {dst, src, sizes[i]};
         struct bench_result mc = bench_measure(op_memcpy, &ca, &o);
-        struct figure raw = measure_raw(sizes[i], src, dst);
-        struct figure buf = measure_buffer(sizes[i], batches[i], 1, 1, false, src);
+        struct figure raw = {0}, buf = {0};
+        for (int t = 0; t < TRIES; t++) {
+            struct figure r = measure_raw(sizes[i], src, dst);
+            struct figure b = measure_buffer(sizes[i], batches[i], 1, 1, false, src);
+            if (ev_rate(&r) > ev_rate(&raw))
+                raw = r;
+            if (ev_rate(&b) > ev_rate(&buf))
+                buf = b;
+        }
         double ratio = ev_rate(&raw) > 0 ? ev_rate(&buf) / ev_rate(&raw) : 0.0;
         double want = sizes[i] >= 65536 ? 0.7 : 0.5;
         bool met = ratio >= want;

@@ -39,7 +39,9 @@
  * from its receive time. Between samples the sender waits for the
  * receiver's acknowledgement and then 100 us more, so that the receiver is
  * asleep in the kernel again when the next sample starts: these are
- * wake-up latencies, not spinning ones.
+ * wake-up latencies, not spinning ones. The limit and our series are taken
+ * in alternating rounds (N_ROUNDS), so that the load of a shared machine
+ * changing during the run affects them alike.
  *
  * The connections of the latency and throughput parts run without the
  * watchdog thread (AU_CONNECT_NO_WATCHDOG_THREAD), so that its periodic
@@ -73,7 +75,9 @@
 static char exp_dir[PATH_MAX];
 static pid_t creator_pid;
 static struct bench_opts opts;
-static int n_samples = 3000;
+static int n_samples = 3000; /* per latency figure */
+static int n_chunk;          /* samples per round; the figures alternate in rounds */
+#define N_ROUNDS 6
 
 #define CHECK(call)                                                                                \
     do {                                                                                           \
@@ -91,7 +95,8 @@ struct shared {
     atomic_int ready;   /* the helper is connected / waiting */
     atomic_int done;
     atomic_llong t_send; /* CLOCK_MONOTONIC ns of the current sample */
-    int64_t lat_ns[];    /* n_samples one-way latencies */
+    int64_t *wake_ns;    /* n_chunk: post -> mb_msg_wait returned (messages only) */
+    int64_t lat_ns[];    /* n_chunk one-way latencies */
 };
 
 static struct shared *sh;
@@ -217,7 +222,7 @@ static void futex_receiver(void)
 {
     unsigned seen = 0;
     atomic_store(&sh->ready, 1);
-    for (int i = 0; i < n_samples; i++) {
+    for (int i = 0; i < n_chunk; i++) {
         while (atomic_load(&sh->word_a) == seen)
             futex_wait(&sh->word_a, seen);
         int64_t t = bench_now_ns();
@@ -230,7 +235,7 @@ static void futex_receiver(void)
 static void futex_ponger(void)
 {
     unsigned seen = 0;
-    for (int i = 0; i < n_samples; i++) {
+    for (int i = 0; i < n_chunk; i++) {
         while (atomic_load(&sh->word_a) == seen)
             futex_wait(&sh->word_a, seen);
         seen = atomic_load(&sh->word_a);
@@ -239,45 +244,39 @@ static void futex_ponger(void)
     }
 }
 
-static struct pct measure_futex_oneway(void)
+static void measure_futex_oneway(int64_t *out)
 {
     reset_shared();
     pid_t pid = fork_helper(futex_receiver);
     while (!atomic_load(&sh->ready))
         sched_yield();
-    for (int i = 0; i < n_samples; i++) {
+    for (int i = 0; i < n_chunk; i++) {
         wait_ack(i);
         sleep_us(GAP_US);
         atomic_store(&sh->t_send, bench_now_ns());
         atomic_fetch_add(&sh->word_a, 1);
         futex_wake(&sh->word_a);
     }
-    wait_ack(n_samples);
+    wait_ack(n_chunk);
     reap(pid);
-    return percentiles(sh->lat_ns, n_samples);
+    memcpy(out, sh->lat_ns, (size_t)n_chunk * sizeof *out);
 }
 
-static struct pct measure_futex_rtt(void)
+static void measure_futex_rtt(int64_t *out)
 {
     reset_shared();
-    int64_t *rtt = malloc((size_t)n_samples * sizeof *rtt);
-    if (!rtt)
-        bench_die("out of memory");
     pid_t pid = fork_helper(futex_ponger);
     unsigned seen = 0;
-    for (int i = 0; i < n_samples; i++) {
+    for (int i = 0; i < n_chunk; i++) {
         int64_t t0 = bench_now_ns();
         atomic_fetch_add(&sh->word_a, 1);
         futex_wake(&sh->word_a);
         while (atomic_load(&sh->word_b) == seen)
             futex_wait(&sh->word_b, seen);
         seen = atomic_load(&sh->word_b);
-        rtt[i] = bench_now_ns() - t0;
+        out[i] = bench_now_ns() - t0;
     }
     reap(pid);
-    struct pct p = percentiles(rtt, n_samples);
-    free(rtt);
-    return p;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -291,11 +290,12 @@ static void msg_reader(void)
     uint64_t after = mb_msg_last_seq(ring);
     struct mb_msg m;
     atomic_store(&sh->ready, 1);
-    for (int i = 0; i < n_samples; i++) {
+    for (int i = 0; i < n_chunk; i++) {
         int err;
         while ((err = mb_msg_wait(ring, after, 5000)) == UT_ETIMEOUT)
             ;
         CHECK(err);
+        sh->wake_ns[i] = bench_now_ns() - atomic_load(&sh->t_send);
         size_t n = 0;
         CHECK(mb_msg_read(ring, after, &m, 1, &n, NULL));
         int64_t t = bench_now_ns();
@@ -308,23 +308,24 @@ static void msg_reader(void)
     au_disconnect(c);
 }
 
-static struct pct measure_msg_latency(void)
+static void measure_msg_latency(int64_t *out, int64_t *wake_out)
 {
     reset_shared();
     pid_t pid = fork_helper(msg_reader);
     while (!atomic_load(&sh->ready))
         sched_yield();
     struct au_client *c = connect_bench("poster", AU_CONNECT_NO_WATCHDOG_THREAD);
-    for (int i = 0; i < n_samples; i++) {
+    for (int i = 0; i < n_chunk; i++) {
         wait_ack(i);
         sleep_us(GAP_US);
         atomic_store(&sh->t_send, bench_now_ns());
         CHECK(au_msg(c, MB_MSG_INFO, "bench sample %d", i));
     }
-    wait_ack(n_samples);
+    wait_ack(n_chunk);
     reap(pid);
     au_disconnect(c);
-    return percentiles(sh->lat_ns, n_samples);
+    memcpy(wake_out, sh->wake_ns, (size_t)n_chunk * sizeof *wake_out);
+    memcpy(out, sh->lat_ns, (size_t)n_chunk * sizeof *out);
 }
 
 static void op_post(void *arg, uint64_t n)
@@ -385,7 +386,7 @@ static void watch_cb(struct au_client *c, struct odb_hkey key, void *arg)
     (void)key;
     (void)arg;
     int64_t t = bench_now_ns();
-    if (watch_i < n_samples) {
+    if (watch_i < n_chunk) {
         sh->lat_ns[watch_i] = t - atomic_load(&sh->t_send);
         watch_i++;
         atomic_store(&sh->ack, watch_i);
@@ -398,7 +399,7 @@ static void watcher(void)
     uint32_t id;
     CHECK(au_watch_add(c, WATCH_PATH, watch_cb, NULL, &id));
     atomic_store(&sh->ready, 1);
-    while (watch_i < n_samples) {
+    while (watch_i < n_chunk) {
         int n = au_dispatch(c, 5000);
         if (n < 0)
             CHECK(n);
@@ -406,7 +407,7 @@ static void watcher(void)
     au_disconnect(c);
 }
 
-static struct pct measure_watch_latency(void)
+static void measure_watch_latency(int64_t *out)
 {
     reset_shared();
     struct au_client *c = connect_bench("setter", AU_CONNECT_NO_WATCHDOG_THREAD);
@@ -418,17 +419,17 @@ static struct pct measure_watch_latency(void)
     while (!atomic_load(&sh->ready))
         sched_yield();
     c = connect_bench("setter", AU_CONNECT_NO_WATCHDOG_THREAD);
-    for (int i = 0; i < n_samples; i++) {
+    for (int i = 0; i < n_chunk; i++) {
         wait_ack(i);
         sleep_us(GAP_US);
         v = bench_now_ns();
         atomic_store(&sh->t_send, v);
         CHECK(odb_set(au_odb(c), ODB_ROOT, WATCH_PATH, ODB_TYPE_INT64, &v, sizeof v, 1, 0));
     }
-    wait_ack(n_samples);
+    wait_ack(n_chunk);
     reap(pid);
     au_disconnect(c);
-    return percentiles(sh->lat_ns, n_samples);
+    memcpy(out, sh->lat_ns, (size_t)n_chunk * sizeof *out);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -572,16 +573,18 @@ int main(int argc, char **argv)
     opts = bench_parse_args(argc, argv, &quick);
     if (quick)
         n_samples = 300;
+    n_chunk = n_samples / N_ROUNDS;
     creator_pid = getpid();
     const char *tmp = getenv("TMPDIR");
     snprintf(exp_dir, sizeof exp_dir, "%s/aurum-bench-client.XXXXXX", tmp && *tmp ? tmp : "/tmp");
     if (!mkdtemp(exp_dir))
         bench_die("mkdtemp: %s", strerror(errno));
     atexit(remove_experiment);
-    sh = mmap(NULL, sizeof *sh + (size_t)n_samples * sizeof(int64_t), PROT_READ | PROT_WRITE,
+    sh = mmap(NULL, sizeof *sh + 2 * (size_t)n_chunk * sizeof(int64_t), PROT_READ | PROT_WRITE,
               MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (sh == MAP_FAILED)
         bench_die("mmap: %s", strerror(errno));
+    sh->wake_ns = sh->lat_ns + n_chunk;
     int64_t t_start = bench_now_ns();
     double load = 0;
     FILE *f = fopen("/proc/loadavg", "r");
@@ -600,11 +603,26 @@ int main(int argc, char **argv)
      * attaches to existing segments. */
     au_disconnect(connect_bench("setup", AU_CONNECT_NO_WATCHDOG_THREAD));
 
-    /* Latencies: no connection of this process is open while it forks. */
-    struct pct fut = measure_futex_oneway();
-    struct pct rtt = measure_futex_rtt();
-    struct pct msg = measure_msg_latency();
-    struct pct wat = measure_watch_latency();
+    /* Latencies: no connection of this process is open while it forks.
+     * The four series alternate in rounds, so that a change of machine
+     * load during the run hits the limit and our figures alike. */
+    int64_t *lat = malloc(5 * (size_t)n_samples * sizeof *lat);
+    if (!lat)
+        bench_die("out of memory");
+    int64_t *l_fut = lat, *l_rtt = lat + n_samples, *l_msg = lat + 2 * (size_t)n_samples,
+            *l_wat = lat + 3 * (size_t)n_samples, *l_wake = lat + 4 * (size_t)n_samples;
+    for (int r = 0; r < N_ROUNDS; r++) {
+        size_t off = (size_t)r * (size_t)n_chunk;
+        measure_futex_oneway(l_fut + off);
+        measure_futex_rtt(l_rtt + off);
+        measure_msg_latency(l_msg + off, l_wake + off);
+        measure_watch_latency(l_wat + off);
+    }
+    int n_lat = n_chunk * N_ROUNDS;
+    struct pct fut = percentiles(l_fut, n_lat), rtt = percentiles(l_rtt, n_lat);
+    struct pct msg = percentiles(l_msg, n_lat), wat = percentiles(l_wat, n_lat);
+    struct pct wake = percentiles(l_wake, n_lat);
+    free(lat);
     char ratio[96];
     printf("%-46s\n", "latency (one way, receiver asleep)");
     print_latency("LIMIT futex wake, 2 processes", fut, "1.00x futex wake");
@@ -612,7 +630,10 @@ int main(int argc, char **argv)
     print_latency("LIMIT futex ping-pong round trip", rtt, ratio);
     snprintf(ratio, sizeof ratio, "%.2fx futex wake (p99 %.2fx)", msg.med_us / fut.med_us,
              msg.p99_us / fut.p99_us);
-    print_latency("message post -> read (mb_msg_wait)", msg, ratio);
+    print_latency("message post -> read (mb_msg_wait + read)", msg, ratio);
+    snprintf(ratio, sizeof ratio, "%.2fx futex wake (p99 %.2fx)", wake.med_us / fut.med_us,
+             wake.p99_us / fut.p99_us);
+    print_latency("  of which post -> mb_msg_wait returns", wake, ratio);
     snprintf(ratio, sizeof ratio, "%.2fx futex wake (p99 %.2fx)", wat.med_us / fut.med_us,
              wat.p99_us / fut.p99_us);
     print_latency("watch odb_set -> au_dispatch callback", wat, ratio);

@@ -64,7 +64,7 @@ static inline void bench_die(const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    fflush(stdout);
+    (void)fflush(stdout); /* exiting anyway */
     fprintf(stderr, "bench: FATAL: %s\n", msg);
     exit(1);
 }
@@ -169,7 +169,7 @@ static inline void bench_row(const char *name, const struct bench_result *r, con
     char ops[32];
     printf("%-46s %10s %10.1f  %-20s %s\n", name, bench_si(r->rate, ops, sizeof ops), r->ns_each,
            ratio ? ratio : "", target ? target : "");
-    fflush(stdout);
+    (void)fflush(stdout); /* progress output only */
 }
 
 #endif

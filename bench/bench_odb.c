@@ -420,8 +420,10 @@ static struct bench_result run_processes(bench_fn fn, proc_setup_fn setup,
     if (pipe(ready) || pipe(go) || pipe(res))
         bench_die("pipe: %s", strerror(errno));
     pid_t pids[N_WORKERS];
-    fflush(stdout);
-    fflush(stderr);
+    /* Flushed so that the children do not print the parent's buffer again;
+     * a failed flush to the console is not worth stopping the run for. */
+    (void)fflush(stdout);
+    (void)fflush(stderr);
     for (int i = 0; i < N_WORKERS; i++) {
         pids[i] = fork();
         if (pids[i] < 0)
@@ -665,7 +667,7 @@ int main(int argc, char **argv)
         free(ca.dst);
         free((void *)ca.src);
     }
-    if (munmap(m, sizeof *m) != 0)
+    if (munmap(m, sizeof(pthread_mutex_t)) != 0)
         bench_die("munmap: %s", strerror(errno));
 
     /* The ODB. */

@@ -210,7 +210,8 @@ bool au__slot_alive(const struct au_client *c, uint32_t slot)
     return fl.l_type != F_UNLCK;
 }
 
-/* Picks a unique name (inside the registration transaction). */
+/* Picks a unique name (inside the registration transaction). Reads every
+ * taken name once, so the lock is held for O(clients), not O(clients^2). */
 static int choose_name(struct au_client *c, const char *wanted, bool refuse)
 {
     struct odb_dirent *ents = NULL;
@@ -218,6 +219,18 @@ static int choose_name(struct au_client *c, const char *wanted, bool refuse)
     int err = odb_dir_list(c->odb, c->clients_dir, &ents, &n);
     if (err)
         return err;
+    char(*taken)[32] = ut_calloc(n ? n : 1, sizeof *taken);
+    if (!taken) {
+        odb_dirents_free(ents);
+        return UT_ENOMEM;
+    }
+    size_t n_taken = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t sz = sizeof taken[0];
+        if (odb_get(c->odb, ents[i].key, "Name", ODB_TYPE_STRING, taken[n_taken], &sz) == 0)
+            n_taken++;
+    }
+    odb_dirents_free(ents);
     char candidate[32];
     ut_strlcpy(candidate, wanted, sizeof candidate);
     for (int suffix = 0;; suffix++) {
@@ -229,22 +242,17 @@ static int choose_name(struct au_client *c, const char *wanted, bool refuse)
                 keep = sizeof candidate - 1 - (size_t)nl;
             snprintf(candidate, sizeof candidate, "%.*s%s", (int)keep, wanted, num);
         }
-        bool taken = false;
-        for (size_t i = 0; i < n && !taken; i++) {
-            char other[32];
-            size_t sz = sizeof other;
-            if (odb_get(c->odb, ents[i].key, "Name", ODB_TYPE_STRING, other, &sz) == 0 &&
-                strcasecmp(other, candidate) == 0)
-                taken = true;
-        }
-        if (!taken)
+        bool clash = false;
+        for (size_t i = 0; i < n_taken && !clash; i++)
+            clash = strcasecmp(taken[i], candidate) == 0;
+        if (!clash)
             break;
         if (refuse) {
-            odb_dirents_free(ents);
+            ut_free(taken);
             return au__fail(c, AU_EDUPNAME, "client name '%s' is in use", wanted);
         }
     }
-    odb_dirents_free(ents);
+    ut_free(taken);
     ut_strlcpy(c->name, candidate, sizeof c->name);
     return 0;
 }

@@ -27,6 +27,52 @@
 #include <string.h>
 #include <time.h>
 
+#define NOTICES_DIR "/System/Watchdog/Notices"
+
+/* True when `text` is among the newest messages of the ring. */
+static bool recently_posted(struct au_client *c, const char *text)
+{
+    enum { RECENT = 64 };
+    struct mb_msg *msgs = ut_calloc(RECENT, sizeof *msgs);
+    if (!msgs)
+        return false;
+    uint64_t last = mb_msg_last_seq(au_msgring(c));
+    size_t n = 0;
+    uint64_t missed = 0;
+    bool found = false;
+    if (mb_msg_read(au_msgring(c), last > RECENT ? last - RECENT : 0, msgs, RECENT, &n,
+                    &missed) == 0)
+        for (size_t i = 0; i < n && !found; i++)
+            found = strcmp(msgs[i].text, text) == 0;
+    ut_free(msgs);
+    return found;
+}
+
+/* Posts the removal notices left in the ODB, then deletes them. A notice is
+ * written in the same transaction as the removal it reports, so a cleaner
+ * that dies right after its commit cannot lose the message: the next scan
+ * posts it (unless it already reached the ring). */
+static void post_notices(struct au_client *c)
+{
+    struct odb_hkey dir;
+    if (odb_find(c->odb, ODB_ROOT, NOTICES_DIR, &dir) != 0)
+        return;
+    struct odb_dirent *ents = NULL;
+    size_t n = 0;
+    if (odb_dir_list(c->odb, dir, &ents, &n) != 0)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        char text[MB_MSG_TEXT_MAX + 1];
+        size_t sz = sizeof text;
+        if (odb_get(c->odb, ents[i].key, NULL, ODB_TYPE_STRING, text, &sz) != 0)
+            continue; /* another client took it */
+        if (!recently_posted(c, text))
+            au_msg(c, MB_MSG_ERROR, "%s", text);
+        (void)odb_delete(c->odb, ents[i].key, NULL, false);
+    }
+    odb_dirents_free(ents);
+}
+
 int au__cleanup_slot(struct au_client *c, uint32_t slot, const char *why, bool even_if_alive)
 {
     char path[64];
@@ -61,6 +107,15 @@ int au__cleanup_slot(struct au_client *c, uint32_t slot, const char *why, bool e
     err = n < 0 ? n : 0;
     if (!err)
         err = odb_delete(c->odb, entry, NULL, true);
+    if (!err) {
+        char text[256], notice[96];
+        int len = snprintf(text, sizeof text, "client '%s' (pid %d, slot %u) removed: %s", name,
+                           (int)pid, slot, why);
+        snprintf(notice, sizeof notice, NOTICES_DIR "/%u-%lld", slot, (long long)ut_wall_ns());
+        err = odb_set(c->odb, ODB_ROOT, notice, ODB_TYPE_STRING, text,
+                      (size_t)(len < (int)sizeof text ? len : (int)sizeof text - 1) + 1, 1,
+                      ODB_SET_CREATE);
+    }
     if (!err)
         removed = 1;
 out:
@@ -72,8 +127,7 @@ out:
     if (err)
         return err;
     if (removed)
-        au_msg(c, MB_MSG_ERROR, "client '%s' (pid %d, slot %u) removed: %s", name, (int)pid, slot,
-               why);
+        post_notices(c);
     return removed;
 }
 
@@ -143,6 +197,7 @@ static int check_responsive(struct au_client *c, struct odb_hkey entry, uint32_t
 
 static int scan(struct au_client *c)
 {
+    post_notices(c); /* left by a cleaner that died after its commit */
     struct odb_dirent *ents = NULL;
     size_t n = 0;
     int err = odb_dir_list(c->odb, c->clients_dir, &ents, &n);

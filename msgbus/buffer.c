@@ -107,7 +107,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MB_BUF_SPIN_NS   20000 /* spin this long before sleeping on a futex */
+#define MB_BUF_SPIN_NS   50000 /* spin this long before sleeping on a futex */
 #define MB_BUF_BATCH_MAX 256   /* events per reservation in a batched send */
 #define MB_BUF_PAGE      4096u
 
@@ -201,10 +201,18 @@ static void wake_data(struct mb_buffer *buf)
 
 /* True when a record header of `size` bytes and tag `tag` may sit at
  * position pos: aligned, inside the ring, not crossing its end. */
-static bool rec_fits(const struct mb_buffer *buf, uint64_t pos, uint32_t size, uint32_t tag)
+static bool rec_fits_at(const struct mb_buffer *buf, uint64_t pos, uint64_t off, uint32_t size,
+                        uint32_t tag)
 {
     return size >= MB_BUF_REC_HDR && size % MB_BUF_ALIGN == 0 && pos % MB_BUF_ALIGN == 0 &&
-           pos % buf->size + size <= buf->size && tag == mb__buf_tag(pos);
+           off + size <= buf->size && tag == mb__buf_tag(pos);
+}
+
+/* As rec_fits_at, computing the ring offset (a division: hot paths that
+ * know the offset call rec_fits_at). */
+static bool rec_fits(const struct mb_buffer *buf, uint64_t pos, uint32_t size, uint32_t tag)
+{
+    return rec_fits_at(buf, pos, pos % buf->size, size, tag);
 }
 
 /* Writes a record header at pos (lock held); the state goes last. */
@@ -257,15 +265,18 @@ static void advance_commit(struct mb_buffer *buf)
     uint64_t c = load64(&h->commit_pos);
     for (;;) {
         uint64_t head = load64(&h->head);
-        uint64_t end = c;
+        uint64_t end = c, off = c % buf->size;
         while (end < head) {
-            struct mb_buf_rec *r = mb__buf_rec(buf, end);
+            struct mb_buf_rec *r = (struct mb_buf_rec *)(void *)(buf->ring + off);
             uint32_t st = __atomic_load_n(&r->state, __ATOMIC_SEQ_CST);
             uint32_t size = load32(&r->size);
             if ((st != MB_REC_COMMITTED && st != MB_REC_DISCARDED && st != MB_REC_PAD) ||
-                !rec_fits(buf, end, size, load32(&r->tag)) || end + size > head)
+                !rec_fits_at(buf, end, off, size, load32(&r->tag)) || end + size > head)
                 break; /* unfinished (or a stale view, which the swap rejects) */
             end += size;
+            off += size;
+            if (off == buf->size)
+                off = 0;
         }
         if (end == c) {
             /* Nothing finished here: done, unless commit_pos moved. */
@@ -487,21 +498,20 @@ static int reserve_locked(struct mb_buffer *buf, const uint32_t *sizes, size_t n
     return 0;
 }
 
-/* Returns true as soon as *word differs from value, false after about
- * max_ns of spinning. */
-static bool spin_until_changed(const uint64_t *word, uint64_t value, int64_t max_ns)
+/* Returns true as soon as *word differs from value, false once the clock
+ * passes end_ns. Yields the CPU now and then, so a spinner does not starve
+ * the process it waits for on a busy machine. */
+static bool spin_until_changed(const uint64_t *word, uint64_t value, int64_t end_ns)
 {
-    int64_t end = 0;
-    for (unsigned i = 0;; i++) {
+    for (unsigned i = 1;; i++) {
         if (load64(word) != value)
             return true;
         cpu_relax();
-        if ((i & 63) == 63) {
-            int64_t now = ut_now_ns();
-            if (!end)
-                end = now + max_ns;
-            else if (now >= end)
+        if (i % 64 == 0) {
+            if (ut_now_ns() >= end_ns)
                 return false;
+            if (i % 1024 == 0)
+                sched_yield();
         }
     }
 }
@@ -527,7 +537,8 @@ static int reserve_wait(struct mb_buffer *buf, const uint32_t *sizes, size_t n, 
 {
     struct mb_buf_header *h = buf->hdr;
     int64_t deadline = timeout_ms > 0 ? ut_now_ns() + (int64_t)timeout_ms * 1000000 : 0;
-    bool counted = false, spun = false;
+    int64_t spin_end = 0; /* end of the current spin phase; 0: none yet */
+    bool counted = false;
     for (;;) {
         struct blocker b;
         int err = lock_buf(buf);
@@ -543,11 +554,14 @@ static int reserve_wait(struct mb_buffer *buf, const uint32_t *sizes, size_t n, 
         }
         if (timeout_ms == 0)
             return MB_EFULL;
-        if (!spun) {
-            spun = true;
-            if (spin_until_changed(b.word, b.value, MB_BUF_SPIN_NS))
-                continue;
-        }
+        /* Spin while the blocker keeps moving, up to MB_BUF_SPIN_NS per
+         * phase: a consumer reading along frees space within microseconds,
+         * cheaper than a sleep and a wake-up call. */
+        if (!spin_end)
+            spin_end = ut_now_ns() + MB_BUF_SPIN_NS;
+        if (spin_end > 0 && spin_until_changed(b.word, b.value, spin_end))
+            continue;
+        spin_end = -1;
         if (ut_interrupted())
             return UT_EINTR;
         int64_t slice = (int64_t)MB_BUF_WAIT_SLICE_MS * 1000000;
@@ -567,7 +581,7 @@ static int reserve_wait(struct mb_buffer *buf, const uint32_t *sizes, size_t n, 
         if (load64(b.word) == b.value && entry_ours(buf))
             futex_wait(&h->space_word, word, slice);
         __atomic_sub_fetch(&h->n_space_waiters, 1, __ATOMIC_SEQ_CST);
-        spun = false;
+        spin_end = 0;
         /* A committer that died between its state store and commit_pos
          * leaves commit_pos behind: anyone waiting moves it on. */
         advance_commit(buf);
@@ -584,11 +598,10 @@ uint32_t mb_buffer_max_event(const struct mb_buffer *buf)
     return m > UINT32_MAX ? UINT32_MAX : (uint32_t)m;
 }
 
-/* Copies event ev into the reserved record at pos. */
-static void copy_in(struct mb_buffer *buf, uint64_t pos, const struct mb_event_header *hdr,
-                    const void *data, bool crash_points)
+/* Copies event ev into the reserved record r. */
+static void copy_in(uint8_t *r, const struct mb_event_header *hdr, const void *data,
+                    bool crash_points)
 {
-    uint8_t *r = (uint8_t *)mb__buf_rec(buf, pos);
     memcpy(r + MB_BUF_REC_HDR, hdr, sizeof *hdr);
     uint8_t *d = r + MB_BUF_REC_HDR + sizeof *hdr;
     if (!crash_points) {
@@ -604,11 +617,10 @@ static void copy_in(struct mb_buffer *buf, uint64_t pos, const struct mb_event_h
         memcpy(d + half, (const uint8_t *)data + half, hdr->data_size - half);
 }
 
-/* Marks the record at pos committed. Returns 0 or MB_EREMOVED (it was
- * discarded: our entry was removed). */
-static int commit_one(struct mb_buffer *buf, uint64_t pos)
+/* Marks record r committed. Returns 0 or MB_EREMOVED (it was discarded:
+ * our entry was removed). */
+static int commit_one(struct mb_buf_rec *r)
 {
-    struct mb_buf_rec *r = mb__buf_rec(buf, pos);
     uint32_t st = MB_REC_RESERVED;
     if (!__atomic_compare_exchange_n(&r->state, &st, MB_REC_COMMITTED, false, __ATOMIC_SEQ_CST,
                                      __ATOMIC_SEQ_CST))
@@ -660,21 +672,23 @@ int mb_buffer_send_batch(struct mb_buffer *buf, const struct mb_event *events, s
             goto out;
         }
         ut_crash_point();
-        uint64_t p = pos, bytes = 0;
+        /* The records of one reservation are contiguous in the ring. */
+        uint8_t *first = (uint8_t *)mb__buf_rec(buf, pos), *r = first;
+        uint64_t bytes = 0;
         for (size_t i = 0; i < k; i++) {
             const struct mb_event *ev = &events[done + i];
-            copy_in(buf, p, &ev->hdr, ev->data, i == 0);
+            copy_in(r, &ev->hdr, ev->data, i == 0);
             bytes += ev->hdr.data_size;
-            p += sizes[i];
+            r += sizes[i];
         }
         ut_crash_point();
-        p = pos;
+        r = first;
         int cerr = 0;
         for (size_t i = 0; i < k; i++) {
-            int e1 = commit_one(buf, p);
+            int e1 = commit_one((struct mb_buf_rec *)(void *)r);
             if (e1 && !cerr)
                 cerr = e1;
-            p += sizes[i];
+            r += sizes[i];
         }
         ut_crash_point();
         advance_commit(buf);
@@ -715,7 +729,7 @@ int mb_buffer_send(struct mb_buffer *buf, const struct mb_event_header *hdr, con
  * nothing of it. Returns 0, MB_EEMPTY (*pos_out = our position),
  * MB_ENOREQ, MB_EREMOVED or UT_ECORRUPT. */
 static int find_next(struct mb_buffer *buf, uint64_t *pos_out, uint32_t *size_out,
-                     struct mb_event_header *ev)
+                     struct mb_event_header *ev, const uint8_t **rec_out)
 {
     struct mb_buf_client *me = buf->me;
     uint64_t moved = 0; /* where we moved our position to, 0: nowhere */
@@ -740,10 +754,11 @@ static int find_next(struct mb_buffer *buf, uint64_t *pos_out, uint32_t *size_ou
             err = MB_EEMPTY;
             break;
         }
-        struct mb_buf_rec *r = mb__buf_rec(buf, rp);
+        uint64_t off = rp % buf->size;
+        struct mb_buf_rec *r = (struct mb_buf_rec *)(void *)(buf->ring + off);
         uint32_t st = __atomic_load_n(&r->state, __ATOMIC_ACQUIRE);
         uint32_t size = load32(&r->size);
-        bool valid = rec_fits(buf, rp, size, load32(&r->tag)) && rp + size <= commit &&
+        bool valid = rec_fits_at(buf, rp, off, size, load32(&r->tag)) && rp + size <= commit &&
                      (st == MB_REC_COMMITTED || st == MB_REC_DISCARDED || st == MB_REC_PAD);
         if (valid && st == MB_REC_COMMITTED) {
             memcpy(ev, (const uint8_t *)r + MB_BUF_REC_HDR, sizeof *ev);
@@ -766,6 +781,7 @@ static int find_next(struct mb_buffer *buf, uint64_t *pos_out, uint32_t *size_ou
         if (st == MB_REC_COMMITTED && requests_match(buf->requests, buf->n_requests, ev)) {
             *pos_out = rp;
             *size_out = size;
+            *rec_out = (const uint8_t *)r;
             err = 0;
             break;
         }
@@ -786,16 +802,18 @@ static int wait_data(struct mb_buffer *buf, uint64_t pos, int64_t deadline)
     struct mb_buf_header *h = buf->hdr;
     struct mb_buf_client *me = buf->me;
     int64_t spin_end = 0;
-    for (unsigned i = 0;; i++) {
+    for (unsigned i = 1;; i++) {
         if (load64(&h->commit_pos) > pos || load64(&me->read_pos) != pos)
             return 0;
         cpu_relax();
-        if ((i & 63) == 63) {
+        if (i % 64 == 0) {
             int64_t now = ut_now_ns();
             if (!spin_end)
                 spin_end = now + MB_BUF_SPIN_NS;
             else if (now >= spin_end)
                 break;
+            if (i % 1024 == 0)
+                sched_yield();
         }
     }
     for (;;) {
@@ -829,12 +847,12 @@ static int wait_data(struct mb_buffer *buf, uint64_t pos, int64_t deadline)
 /* Finds the next event, waiting up to timeout_ms. Returns as find_next,
  * and UT_EINTR. */
 static int next_event(struct mb_buffer *buf, int timeout_ms, uint64_t *pos_out, uint32_t *size_out,
-                      struct mb_event_header *ev)
+                      struct mb_event_header *ev, const uint8_t **rec_out)
 {
     int64_t deadline = timeout_ms > 0 ? ut_now_ns() + (int64_t)timeout_ms * 1000000 : 0;
     for (;;) {
         uint64_t pos = 0;
-        int err = find_next(buf, &pos, size_out, ev);
+        int err = find_next(buf, &pos, size_out, ev, rec_out);
         if (err != MB_EEMPTY) {
             *pos_out = pos;
             return err;
@@ -873,7 +891,8 @@ int mb_buffer_receive(struct mb_buffer *buf, struct mb_event_header *hdr, void *
         uint64_t pos;
         uint32_t rec_size;
         struct mb_event_header ev;
-        int err = next_event(buf, timeout_ms, &pos, &rec_size, &ev);
+        const uint8_t *rec = NULL;
+        int err = next_event(buf, timeout_ms, &pos, &rec_size, &ev, &rec);
         if (err)
             return err;
         if (ev.data_size > *size) {
@@ -883,8 +902,7 @@ int mb_buffer_receive(struct mb_buffer *buf, struct mb_event_header *hdr, void *
             *size = ev.data_size;
             return MB_ETRUNC;
         }
-        const uint8_t *src = (const uint8_t *)mb__buf_rec(buf, pos) + MB_BUF_REC_HDR +
-                             sizeof(struct mb_event_header);
+        const uint8_t *src = rec + MB_BUF_REC_HDR + sizeof(struct mb_event_header);
         if (ev.data_size)
             memcpy(data, src, ev.data_size);
         uint64_t expect = pos;
@@ -907,7 +925,8 @@ int mb_buffer_receive_begin(struct mb_buffer *buf, const struct mb_event_header 
         uint64_t pos;
         uint32_t rec_size;
         struct mb_event_header ev;
-        int err = next_event(buf, timeout_ms, &pos, &rec_size, &ev);
+        const uint8_t *rec = NULL;
+        int err = next_event(buf, timeout_ms, &pos, &rec_size, &ev, &rec);
         if (err)
             return err;
         uint64_t expect = pos;
@@ -916,7 +935,7 @@ int mb_buffer_receive_begin(struct mb_buffer *buf, const struct mb_event_header 
             continue;
         buf->held_pos = pos;
         buf->held_size = rec_size;
-        const uint8_t *r = (const uint8_t *)mb__buf_rec(buf, pos);
+        const uint8_t *r = rec;
         *hdr_out = (const struct mb_event_header *)(const void *)(r + MB_BUF_REC_HDR);
         *data_out = r + MB_BUF_REC_HDR + sizeof(struct mb_event_header);
         return 0;

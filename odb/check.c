@@ -104,8 +104,8 @@ static int walk_tree(const struct odb *odb, uint32_t root, uint8_t *seen, uint32
                 prev = c;
             }
             if (n != k->n_children || k->last_child != prev)
-                REPORT("directory %u ('%.63s'): %u children linked, n_children %u", idx, k->name,
-                       n, k->n_children);
+                REPORT("directory %u ('%.63s'): %u children linked, n_children %u", idx, k->name, n,
+                       k->n_children);
         }
         /* Next in depth-first order, without leaving the subtree. */
         if (k->type == ODB_TYPE_DIR && k->first_child != ODB_NIL) {

@@ -149,14 +149,13 @@ int odb__heap_alloc(struct odb *odb, size_t payload, uint32_t owner, uint64_t *o
     while (k < ODB_HEAP_ORDERS && block_size(k) - ODB_BLOCK_HDR < payload)
         k++;
     if (k >= ODB_HEAP_ORDERS)
-        return odb__fail(ODB_ENOSPC, "value of %zu bytes is larger than any heap block",
-                         payload);
+        return odb__fail(ODB_ENOSPC, "value of %zu bytes is larger than any heap block", payload);
     unsigned j = k;
     while (j < ODB_HEAP_ORDERS && hdr->free_block[j] == ODB_NIL)
         j++;
     if (j >= ODB_HEAP_ORDERS)
-        return odb__fail(ODB_ENOSPC, "no free heap block for %zu bytes (%llu bytes free)",
-                         payload, (unsigned long long)hdr->heap_free_bytes);
+        return odb__fail(ODB_ENOSPC, "no free heap block for %zu bytes (%llu bytes free)", payload,
+                         (unsigned long long)hdr->heap_free_bytes);
     uint64_t rel = (uint64_t)hdr->free_block[j] * UNIT;
     int err = list_unlink(odb, rel, j);
     if (err)

@@ -36,9 +36,9 @@ enum odb_type {
     ODB_TYPE_UINT64,
     ODB_TYPE_FLOAT,
     ODB_TYPE_DOUBLE,
-    ODB_TYPE_BOOL, /* stored as one byte, 0 or 1 */
+    ODB_TYPE_BOOL,   /* stored as one byte, 0 or 1 */
     ODB_TYPE_STRING, /* fixed capacity per element, NUL-terminated */
-    ODB_TYPE_LINK, /* value is the target path, a string */
+    ODB_TYPE_LINK,   /* value is the target path, a string */
     ODB_TYPE_MAX
 };
 
@@ -67,14 +67,14 @@ struct odb_hkey {
 /* The root directory. */
 #define ODB_ROOT ((struct odb_hkey){0, 1})
 
-#define ODB_NAME_MAX 63           /* bytes, without the NUL */
-#define ODB_PATH_MAX 1024         /* bytes, without the NUL */
+#define ODB_NAME_MAX 63   /* bytes, without the NUL */
+#define ODB_PATH_MAX 1024 /* bytes, without the NUL */
 
 struct odb_params {
-    size_t size_bytes;     /* segment size; default 8 MiB */
-    uint32_t max_keys;     /* key slots; default size_bytes / 1024 */
-    int lock_timeout_ms;   /* bound on each ODB lock wait; default 10000 */
-    uint32_t max_watches;  /* watch registrations; default 4096 */
+    size_t size_bytes;        /* segment size; default 8 MiB */
+    uint32_t max_keys;        /* key slots; default size_bytes / 1024 */
+    int lock_timeout_ms;      /* bound on each ODB lock wait; default 10000 */
+    uint32_t max_watches;     /* watch registrations; default 4096 */
     uint32_t max_subscribers; /* watch subscribers (clients); default 1024 */
 };
 
@@ -125,8 +125,8 @@ int odb_delete(struct odb *odb, struct odb_hkey base, const char *path, bool rec
  * return; a buffer too small gives ODB_ETRUNC with *size set to what is
  * needed and nothing copied. Returns also ODB_ENOKEY, ODB_ESTALE,
  * ODB_EISDIR, ODB_EACCESS. */
-int odb_get(struct odb *odb, struct odb_hkey base, const char *path, enum odb_type type,
-            void *buf, size_t *size);
+int odb_get(struct odb *odb, struct odb_hkey base, const char *path, enum odb_type type, void *buf,
+            size_t *size);
 
 /* Replaces the whole value: n_elem elements of size/n_elem bytes each (for
  * STRING, size/n_elem is the new capacity; for one string pass strlen+1 or
@@ -223,7 +223,7 @@ uint64_t odb_change_count(struct odb *odb);
  * past that, one change with ODB_WATCH_OVERFLOW is reported instead and the
  * subscriber should re-read what it watches.
  */
-#define ODB_WATCH_QUEUE 32
+#define ODB_WATCH_QUEUE    32
 #define ODB_WATCH_OVERFLOW UINT32_MAX
 
 struct odb_change {
@@ -277,10 +277,10 @@ struct odb_stats {
     size_t heap_bytes;      /* value heap size */
     size_t heap_free_bytes; /* free bytes in the value heap */
     uint32_t max_keys;
-    uint32_t n_keys;        /* keys in use */
+    uint32_t n_keys; /* keys in use */
     uint64_t n_changes;
     uint64_t lock_acquired, lock_contended, lock_wait_ns, lock_owner_died;
-    uint64_t n_rollbacks;   /* interrupted operations rolled back */
+    uint64_t n_rollbacks; /* interrupted operations rolled back */
 };
 int odb_stats(struct odb *odb, struct odb_stats *out);
 

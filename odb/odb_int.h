@@ -42,33 +42,33 @@
 
 #include "base/banned.h"
 
-#define ODB_KIND 0x4f444231u   /* 'ODB1' */
-#define ODB_NIL UINT32_MAX
+#define ODB_KIND           0x4f444231u /* 'ODB1' */
+#define ODB_NIL            UINT32_MAX
 #define ODB_MAX_LINK_DEPTH 16
-#define ODB_MAX_TXN_DEPTH 32
-#define ODB_GC_CHUNK 64        /* keys reclaimed per committed GC step */
+#define ODB_MAX_TXN_DEPTH  32
+#define ODB_GC_CHUNK       64 /* keys reclaimed per committed GC step */
 
 /* A key slot. 192 bytes; type 0 marks a free slot. */
 struct odb_key_slot {
-    uint32_t gen;          /* generation, bumped at create and delete */
-    uint8_t type;          /* enum odb_type, 0 = free */
-    uint8_t mode;          /* enum odb_mode bits */
-    uint8_t name_len;      /* bytes in name, 1..63 */
-    uint8_t flags;         /* ODB_KF_* */
-    uint32_t parent;       /* slot of the parent directory; the root's is itself */
-    uint32_t hash_next;    /* next slot in the same hash bucket, or NIL */
-    uint32_t name_hash;    /* hash of the lower-cased name (not mixed with parent) */
-    uint32_t first_child;  /* directories: first child slot, or NIL */
-    uint32_t last_child;   /* directories: last child slot, or NIL */
-    uint32_t next_sib;     /* next sibling (free slots: next free slot), or NIL */
-    uint32_t prev_sib;     /* previous sibling, or NIL */
-    uint32_t n_children;   /* directories: number of children */
-    uint32_t n_elem;       /* values: number of elements */
-    uint32_t elem_size;    /* values: bytes per element */
-    uint64_t data;         /* values: heap offset of the value block, or 0 */
-    int64_t mtime_ns;      /* last change, CLOCK_REALTIME */
-    uint64_t serial;       /* bumped at every change of this key */
-    uint32_t n_watch;      /* watches registered on this key (client layer) */
+    uint32_t gen;         /* generation, bumped at create and delete */
+    uint8_t type;         /* enum odb_type, 0 = free */
+    uint8_t mode;         /* enum odb_mode bits */
+    uint8_t name_len;     /* bytes in name, 1..63 */
+    uint8_t flags;        /* ODB_KF_* */
+    uint32_t parent;      /* slot of the parent directory; the root's is itself */
+    uint32_t hash_next;   /* next slot in the same hash bucket, or NIL */
+    uint32_t name_hash;   /* hash of the lower-cased name (not mixed with parent) */
+    uint32_t first_child; /* directories: first child slot, or NIL */
+    uint32_t last_child;  /* directories: last child slot, or NIL */
+    uint32_t next_sib;    /* next sibling (free slots: next free slot), or NIL */
+    uint32_t prev_sib;    /* previous sibling, or NIL */
+    uint32_t n_children;  /* directories: number of children */
+    uint32_t n_elem;      /* values: number of elements */
+    uint32_t elem_size;   /* values: bytes per element */
+    uint64_t data;        /* values: heap offset of the value block, or 0 */
+    int64_t mtime_ns;     /* last change, CLOCK_REALTIME */
+    uint64_t serial;      /* bumped at every change of this key */
+    uint32_t n_watch;     /* watches registered on this key (client layer) */
     uint32_t reserved;
     char name[ODB_NAME_MAX + 1];
     uint8_t pad[48];
@@ -79,40 +79,40 @@ enum odb_key_flags {
     ODB_KF_GARBAGE = 1u << 0, /* root of a detached subtree awaiting reclamation */
 };
 
-#define ODB_HEAP_MIN_ORDER_SHIFT 5 /* smallest block: 32 bytes */
-#define ODB_HEAP_ORDERS 27         /* block sizes 32 B .. 2 GiB */
+#define ODB_HEAP_MIN_ORDER_SHIFT 5  /* smallest block: 32 bytes */
+#define ODB_HEAP_ORDERS          27 /* block sizes 32 B .. 2 GiB */
 
 /* The segment header that follows the ut_shm_header. */
 struct odb_header {
-    struct ut_shlock lock;          /* the ODB lock */
-    uint32_t max_keys;              /* slots in the key table */
-    uint32_t n_buckets;             /* power of two */
-    uint64_t buckets_off, keys_off; /* segment offsets */
-    uint64_t undo_off, undo_size;   /* undo log region */
-    uint64_t heap_off, heap_size;   /* value heap region */
-    uint32_t n_keys;                /* slots in use (root included) */
-    uint32_t free_key;              /* head of the free slot list, or NIL */
-    uint64_t heap_free_bytes;       /* bytes in free heap blocks */
+    struct ut_shlock lock;                /* the ODB lock */
+    uint32_t max_keys;                    /* slots in the key table */
+    uint32_t n_buckets;                   /* power of two */
+    uint64_t buckets_off, keys_off;       /* segment offsets */
+    uint64_t undo_off, undo_size;         /* undo log region */
+    uint64_t heap_off, heap_size;         /* value heap region */
+    uint32_t n_keys;                      /* slots in use (root included) */
+    uint32_t free_key;                    /* head of the free slot list, or NIL */
+    uint64_t heap_free_bytes;             /* bytes in free heap blocks */
     uint32_t free_block[ODB_HEAP_ORDERS]; /* free list heads, in 32-byte units, NIL */
-    uint32_t garbage;               /* first detached subtree root, or NIL */
-    uint32_t zombie;                /* first retired value block (32-byte units), or NIL */
-    uint64_t undo_used;             /* bytes of undo records; 0 = nothing in flight */
-    uint32_t txn_depth;             /* nesting of transactions of the holder */
+    uint32_t garbage;                     /* first detached subtree root, or NIL */
+    uint32_t zombie;                      /* first retired value block (32-byte units), or NIL */
+    uint64_t undo_used;                   /* bytes of undo records; 0 = nothing in flight */
+    uint32_t txn_depth;                   /* nesting of transactions of the holder */
     uint32_t reserved0;
     uint64_t savepoint[ODB_MAX_TXN_DEPTH]; /* undo_used at each begin */
-    uint64_t n_changes;             /* changes ever committed (atomic reads) */
-    uint64_t n_rollbacks;           /* interrupted operations rolled back */
-    uint64_t watch_off;             /* watch table: struct odb_watch[max_watches] */
-    uint64_t sub_off;               /* subscribers: struct odb_subscriber[max_subs] */
+    uint64_t n_changes;                    /* changes ever committed (atomic reads) */
+    uint64_t n_rollbacks;                  /* interrupted operations rolled back */
+    uint64_t watch_off;                    /* watch table: struct odb_watch[max_watches] */
+    uint64_t sub_off;                      /* subscribers: struct odb_subscriber[max_subs] */
     uint32_t max_watches, max_subs;
-    uint32_t n_watches;             /* watches in use (0: changes skip the search) */
-    uint32_t watch_hw;              /* slots below this may be in use */
+    uint32_t n_watches; /* watches in use (0: changes skip the search) */
+    uint32_t watch_hw;  /* slots below this may be in use */
 };
 
 /* A watch registration. key_idx == NIL marks a free entry. */
 struct odb_watch {
-    uint32_t key_idx;    /* watched key slot */
-    uint32_t key_gen;    /* its generation when the watch was added */
+    uint32_t key_idx; /* watched key slot */
+    uint32_t key_gen; /* its generation when the watch was added */
     uint32_t subscriber;
     uint32_t reserved;
 };
@@ -133,25 +133,25 @@ _Static_assert(sizeof(struct odb_subscriber) % 64 == 0, "subscriber padding");
 
 /* Heap block header. Free blocks also hold their free-list links. */
 struct odb_block {
-    uint16_t magic;    /* ODB_BLOCK_USED or ODB_BLOCK_FREE */
-    uint8_t order;     /* size is 32 << order */
+    uint16_t magic; /* ODB_BLOCK_USED or ODB_BLOCK_FREE */
+    uint8_t order;  /* size is 32 << order */
     uint8_t reserved;
-    uint32_t owner;    /* used: owning key slot */
-    uint32_t next;     /* free: next free block of this order, 32-byte units, or NIL */
-    uint32_t prev;     /* free: previous, or NIL */
+    uint32_t owner; /* used: owning key slot */
+    uint32_t next;  /* free: next free block of this order, 32-byte units, or NIL */
+    uint32_t prev;  /* free: previous, or NIL */
 };
-#define ODB_BLOCK_USED 0xb10cu
-#define ODB_BLOCK_FREE 0xf4eeu
+#define ODB_BLOCK_USED   0xb10cu
+#define ODB_BLOCK_FREE   0xf4eeu
 #define ODB_BLOCK_ZOMBIE 0x2b1eu /* retired, on the zombie list (next = link) */
-#define ODB_BLOCK_HDR 8u /* payload starts here (keeps 8-byte alignment) */
+#define ODB_BLOCK_HDR    8u      /* payload starts here (keeps 8-byte alignment) */
 
 /* Process-local handle to an open ODB. */
 struct odb {
     struct ut_shm shm;
     struct odb_header *hdr;
     struct ut_lock lock;
-    uint8_t *base;              /* == shm.base */
-    struct odb_key_slot *keys;  /* key table */
+    uint8_t *base;             /* == shm.base */
+    struct odb_key_slot *keys; /* key table */
     uint32_t *buckets;
     uint8_t *heap;
     struct odb_watch *watches;
@@ -160,15 +160,20 @@ struct odb {
      * touched by the thread holding the ODB lock. */
     uint32_t wake[64];
     uint32_t n_wake;
-    bool wake_all;       /* more than fit in wake[]: wake every sleeper */
+    bool wake_all; /* more than fit in wake[]: wake every sleeper */
 };
 
 /* The segment fingerprint: changes when any layout struct changes. */
 uint64_t odb__fingerprint(void);
 
 /* Per-thread error message helpers. odb__fail sets the message and returns
- * err unchanged, so "return odb__fail(err, ...)" reads naturally. */
-int odb__fail(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+ * err unchanged, so "return odb__fail(err, ...)" reads naturally. It is a
+ * macro so that the static analyzer sees its value is err: it does not
+ * inline variadic functions, so a function here would look as if it could
+ * return 0 and leave the caller's outputs unset. err must not have side
+ * effects and is evaluated after the message is formatted. */
+void odb__set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+#define odb__fail(err, ...) (odb__set_error(__VA_ARGS__), (err))
 void odb__clear_error(void);
 
 /* Lock + transaction plumbing (txn.c). begin takes the lock and opens a
@@ -231,7 +236,7 @@ void odb__watch_wake(struct odb *odb, const uint32_t *subs, uint32_t n, bool all
 void odb__watch_forget_wakes(struct odb *odb);
 
 /* Values (value.c). */
-int odb__set_value(struct odb *odb, uint32_t idx, enum odb_type type, const void *data,
-                   size_t size, uint32_t n_elem);
+int odb__set_value(struct odb *odb, uint32_t idx, enum odb_type type, const void *data, size_t size,
+                   uint32_t n_elem);
 
 #endif

@@ -148,8 +148,8 @@ static int sync_dir(const char *dir, const char *file)
         close(fd);
     }
     if (err)
-        odb__fail(err, "'%s' was replaced, but syncing directory '%s' failed: %s", file, dir,
-                  ut_strerror(err));
+        odb__set_error("'%s' was replaced, but syncing directory '%s' failed: %s", file, dir,
+                       ut_strerror(err));
     return err;
 }
 
@@ -178,27 +178,27 @@ static int write_atomic(const char *file, const uint8_t *data, size_t len)
     }
     if (fd < 0) {
         err = -errno;
-        odb__fail(err, "cannot create a temp file for '%s': %s", file, ut_strerror(err));
+        odb__set_error("cannot create a temp file for '%s': %s", file, ut_strerror(err));
         goto out;
     }
     err = write_all(fd, data, len);
     if (err) {
-        odb__fail(err, "writing '%s' failed: %s", tmp, ut_strerror(err));
+        odb__set_error("writing '%s' failed: %s", tmp, ut_strerror(err));
     } else {
         if (ut_fault_hit("odb.save.fsync"))
             err = -EIO;
         else if (fsync(fd) != 0)
             err = -errno;
         if (err)
-            odb__fail(err, "fsync of '%s' failed: %s", tmp, ut_strerror(err));
+            odb__set_error("fsync of '%s' failed: %s", tmp, ut_strerror(err));
     }
     if (close(fd) != 0 && !err) {
         err = -errno;
-        odb__fail(err, "closing '%s' failed: %s", tmp, ut_strerror(err));
+        odb__set_error("closing '%s' failed: %s", tmp, ut_strerror(err));
     }
     if (!err && rename(tmp, file) != 0) {
         err = -errno;
-        odb__fail(err, "renaming '%s' to '%s' failed: %s", tmp, file, ut_strerror(err));
+        odb__set_error("renaming '%s' to '%s' failed: %s", tmp, file, ut_strerror(err));
     }
     if (err) {
         unlink(tmp);
@@ -252,7 +252,7 @@ static int read_file(const char *file, uint8_t **out, size_t *len_out)
     struct stat st;
     if (fstat(fd, &st) != 0) {
         err = -errno;
-        odb__fail(err, "cannot stat '%s': %s", file, ut_strerror(err));
+        odb__set_error("cannot stat '%s': %s", file, ut_strerror(err));
         goto out;
     }
     if (!S_ISREG(st.st_mode)) {
@@ -291,7 +291,7 @@ static int read_file(const char *file, uint8_t **out, size_t *len_out)
             continue;
         if (r < 0) {
             err = -errno;
-            odb__fail(err, "reading '%s' failed: %s", file, ut_strerror(err));
+            odb__set_error("reading '%s' failed: %s", file, ut_strerror(err));
             goto out;
         }
         if (r == 0)

@@ -15,13 +15,12 @@
 
 static __thread char errmsg[512];
 
-int odb__fail(int err, const char *fmt, ...)
+void odb__set_error(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(errmsg, sizeof errmsg, fmt, ap);
     va_end(ap);
-    return err;
 }
 
 void odb__clear_error(void)
@@ -38,13 +37,13 @@ static const struct {
     const char *name;
     size_t size;
 } type_table[ODB_TYPE_MAX] = {
-    [ODB_TYPE_DIR] = {"DIR", 0},         [ODB_TYPE_INT8] = {"INT8", 1},
-    [ODB_TYPE_UINT8] = {"UINT8", 1},     [ODB_TYPE_INT16] = {"INT16", 2},
-    [ODB_TYPE_UINT16] = {"UINT16", 2},   [ODB_TYPE_INT32] = {"INT32", 4},
-    [ODB_TYPE_UINT32] = {"UINT32", 4},   [ODB_TYPE_INT64] = {"INT64", 8},
-    [ODB_TYPE_UINT64] = {"UINT64", 8},   [ODB_TYPE_FLOAT] = {"FLOAT", 4},
-    [ODB_TYPE_DOUBLE] = {"DOUBLE", 8},   [ODB_TYPE_BOOL] = {"BOOL", 1},
-    [ODB_TYPE_STRING] = {"STRING", 0},   [ODB_TYPE_LINK] = {"LINK", 0},
+    [ODB_TYPE_DIR] = {"DIR", 0},       [ODB_TYPE_INT8] = {"INT8", 1},
+    [ODB_TYPE_UINT8] = {"UINT8", 1},   [ODB_TYPE_INT16] = {"INT16", 2},
+    [ODB_TYPE_UINT16] = {"UINT16", 2}, [ODB_TYPE_INT32] = {"INT32", 4},
+    [ODB_TYPE_UINT32] = {"UINT32", 4}, [ODB_TYPE_INT64] = {"INT64", 8},
+    [ODB_TYPE_UINT64] = {"UINT64", 8}, [ODB_TYPE_FLOAT] = {"FLOAT", 4},
+    [ODB_TYPE_DOUBLE] = {"DOUBLE", 8}, [ODB_TYPE_BOOL] = {"BOOL", 1},
+    [ODB_TYPE_STRING] = {"STRING", 0}, [ODB_TYPE_LINK] = {"LINK", 0},
 };
 
 const char *odb_type_name(enum odb_type type)
@@ -72,10 +71,13 @@ size_t odb_type_size(enum odb_type type)
 uint64_t odb__fingerprint(void)
 {
     uint64_t f = 0x4f4442u;
-    const uint64_t parts[] = {sizeof(struct odb_header),     sizeof(struct odb_key_slot),
-                              sizeof(struct odb_block),      sizeof(struct ut_shlock),
+    const uint64_t parts[] = {sizeof(struct odb_header),
+                              sizeof(struct odb_key_slot),
+                              sizeof(struct odb_block),
+                              sizeof(struct ut_shlock),
                               offsetof(struct odb_header, undo_used),
-                              ODB_HEAP_ORDERS,                ODB_NAME_MAX};
+                              ODB_HEAP_ORDERS,
+                              ODB_NAME_MAX};
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
         f = (f ^ parts[i]) * 1099511628211ull;
     return f;
@@ -119,12 +121,11 @@ static int format_segment(struct odb *odb, const struct odb_params *p)
     off += undo_size;
     size_t heap_off = align_up(off, 64);
     if (heap_off + 4096 > size)
-        return odb__fail(UT_EINVAL, "a %zu-byte segment is too small for %u keys", size,
-                         max_keys);
+        return odb__fail(UT_EINVAL, "a %zu-byte segment is too small for %u keys", size, max_keys);
     size_t heap_size = (size - heap_off) / 32 * 32;
 
-    struct odb_header *hdr = (struct odb_header *)((uint8_t *)odb->shm.base +
-                                                   sizeof(struct ut_shm_header));
+    struct odb_header *hdr =
+        (struct odb_header *)((uint8_t *)odb->shm.base + sizeof(struct ut_shm_header));
     odb->hdr = hdr;
     int err = ut_shlock_init(&hdr->lock);
     if (err)
@@ -237,8 +238,8 @@ int odb_open(const char *shm_name, unsigned flags, const struct odb_params *para
         }
         bind(odb);
     }
-    ut_lock_bind(&odb->lock, &odb->hdr->lock, "odb", UT_RANK_ODB, p.lock_timeout_ms,
-                 odb__recover, odb);
+    ut_lock_bind(&odb->lock, &odb->hdr->lock, "odb", UT_RANK_ODB, p.lock_timeout_ms, odb__recover,
+                 odb);
     *out = odb;
     return 0;
 }

@@ -126,8 +126,7 @@ static uint32_t lookup_child_hashed(const struct odb *odb, uint32_t parent, cons
         if (i >= max)
             return ODB_NIL; /* corrupt chain: odb_check reports it */
         const struct odb_key_slot *k = &odb->keys[i];
-        if (k->parent == parent && k->name_hash == nh && names_equal(k, name, len) &&
-            k->type != 0)
+        if (k->parent == parent && k->name_hash == nh && names_equal(k, name, len) && k->type != 0)
             return i;
         i = k->hash_next;
     }
@@ -193,8 +192,8 @@ static int resolve_from(struct odb *odb, uint32_t start, const char *path, bool 
         }
         /* len >= 1 here, and "." and ".." were taken above. */
         if (bad_char || len > ODB_NAME_MAX)
-            return odb__fail(ODB_EPATH, "invalid name '%.*s' in path '%s'", (int)(len > 80 ? 80 : len),
-                             p, path);
+            return odb__fail(ODB_EPATH, "invalid name '%.*s' in path '%s'",
+                             (int)(len > 80 ? 80 : len), p, path);
         int err = follow_link(odb, &cur, depth);
         if (err)
             return err;
@@ -576,7 +575,7 @@ int odb_rename(struct odb *odb, struct odb_hkey key, const char *new_name)
 {
     odb__clear_error();
     size_t len = new_name ? strlen(new_name) : 0;
-    if (!odb__name_valid(new_name ? new_name : "", len))
+    if (!new_name || !odb__name_valid(new_name, len))
         return odb__fail(ODB_ENAME, "invalid key name '%.80s'", new_name ? new_name : "");
     int err = odb__begin(odb);
     if (err)

@@ -79,7 +79,8 @@ static int append_record(struct odb *odb, uint64_t off, uint32_t len, uint32_t k
 int odb__undo_save(struct odb *odb, const void *p, size_t len)
 {
     const uint8_t *b = p;
-    UT_ASSERT(b >= odb->base + sizeof(struct ut_shm_header) && b + len <= odb->base + odb->shm.size);
+    UT_ASSERT(b >= odb->base + sizeof(struct ut_shm_header) &&
+              b + len <= odb->base + odb->shm.size);
     UT_ASSERT(len <= UINT32_MAX);
     return append_record(odb, (uint64_t)(b - odb->base), (uint32_t)len, UNDO_SAVE, b);
 }

@@ -54,8 +54,8 @@ static const void *value_of(const struct odb *odb, const struct odb_key_slot *k)
     return v;
 }
 
-int odb_get(struct odb *odb, struct odb_hkey base, const char *path, enum odb_type type,
-            void *buf, size_t *size)
+int odb_get(struct odb *odb, struct odb_hkey base, const char *path, enum odb_type type, void *buf,
+            size_t *size)
 {
     odb__clear_error();
     int err = odb__rlock(odb);
@@ -106,8 +106,8 @@ static int check_strings(const void *data, size_t elem_size, uint32_t n_elem)
 /* Writes a value of n_elem elements of `esize` bytes into key idx,
  * reshaping it. For strings, a smaller element size than the key's
  * capacity keeps the capacity (padding with NULs). */
-int odb__set_value(struct odb *odb, uint32_t idx, enum odb_type type, const void *data,
-                   size_t size, uint32_t n_elem)
+int odb__set_value(struct odb *odb, uint32_t idx, enum odb_type type, const void *data, size_t size,
+                   uint32_t n_elem)
 {
     struct odb_key_slot *k = &odb->keys[idx];
     size_t esize = size / n_elem;
@@ -231,8 +231,8 @@ int odb_get_elem(struct odb *odb, struct odb_hkey key, uint32_t index, enum odb_
         goto out;
     }
     if (index >= k->n_elem) {
-        err = odb__fail(ODB_ERANGE, "index %u out of range for '%s' (%u elements)", index,
-                        k->name, k->n_elem);
+        err = odb__fail(ODB_ERANGE, "index %u out of range for '%s' (%u elements)", index, k->name,
+                        k->n_elem);
         goto out;
     }
     const uint8_t *v = value_of(odb, k);
@@ -276,8 +276,8 @@ int odb_set_elem(struct odb *odb, struct odb_hkey key, uint32_t index, enum odb_
         goto out;
     }
     if (index >= k->n_elem) {
-        err = odb__fail(ODB_ERANGE, "index %u out of range for '%s' (%u elements)", index,
-                        k->name, k->n_elem);
+        err = odb__fail(ODB_ERANGE, "index %u out of range for '%s' (%u elements)", index, k->name,
+                        k->n_elem);
         goto out;
     }
     size_t len = size;
@@ -290,8 +290,8 @@ int odb_set_elem(struct odb *odb, struct odb_hkey key, uint32_t index, enum odb_
             goto out;
         }
     } else if (size != k->elem_size) {
-        err = odb__fail(UT_EINVAL, "element size %zu does not match '%s' (%u bytes)", size,
-                        k->name, k->elem_size);
+        err = odb__fail(UT_EINVAL, "element size %zu does not match '%s' (%u bytes)", size, k->name,
+                        k->elem_size);
         goto out;
     }
     uint8_t *v = odb__heap_payload(odb, k->data);
@@ -391,8 +391,7 @@ int odb_find(struct odb *odb, struct odb_hkey base, const char *path, struct odb
     return err;
 }
 
-int odb_find_nofollow(struct odb *odb, struct odb_hkey base, const char *path,
-                      struct odb_hkey *out)
+int odb_find_nofollow(struct odb *odb, struct odb_hkey base, const char *path, struct odb_hkey *out)
 {
     odb__clear_error();
     int err = odb__rlock(odb);

@@ -2385,7 +2385,7 @@ static int test_crash(int stride)
         return 1;
     int points = -1, rounds = 0, lost = 0;
     int64_t end = now_ms() + (int64_t)duration_s * 1000;
-    for (int k = 0; k == 0 || (k <= points + 1 && now_ms() < end);) {
+    for (int k = 0; k == 0 || (k <= points + 20 && now_ms() < end);) {
         int v = spawn(R_CLIENT, child_victim, 0);
         if (v < 0)
             break;

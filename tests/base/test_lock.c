@@ -672,7 +672,7 @@ static void die_holding(struct shared *s, bool sigkill)
         if (UT_LOCK(&l) != 0)
             _exit(2);
         if (sigkill)
-            raise(SIGKILL);
+            (void)raise(SIGKILL); /* cannot fail for SIGKILL */
         _exit(0);
     }
     int status = tfx_wait_child(pid, WAIT_MS);

@@ -157,7 +157,7 @@ static void test_second_open_attaches(void **state)
     ((char *)a.base)[SEG_SIZE - 1] = 'z';
     ut_shm_ready(&a);
     /* The size given to an attacher does not matter; the segment's does. */
-    assert_int_equal(ut_shm_open(&b, f->name, 2 * SEG_SIZE, KIND, FPRINT, true, 1000), 0);
+    assert_int_equal(ut_shm_open(&b, f->name, 2 * (size_t)SEG_SIZE, KIND, FPRINT, true, 1000), 0);
     assert_false(b.created);
     assert_int_equal(b.size, SEG_SIZE);
     assert_ptr_not_equal(a.base, b.base);
@@ -198,7 +198,7 @@ static void test_mismatch_refused(void **state)
     h->magic[0] = 'X';
     assert_int_equal(ut_shm_open(&b, f->name, SEG_SIZE, KIND, FPRINT, true, 1000), UT_ECORRUPT);
     h->magic[0] = 'A';
-    h->size = SEG_SIZE * 2;
+    h->size = (uint64_t)SEG_SIZE * 2;
     assert_int_equal(ut_shm_open(&b, f->name, SEG_SIZE, KIND, FPRINT, true, 1000), UT_ECORRUPT);
     h->size = SEG_SIZE;
     /* Repaired: attaches again. The segment was never replaced. */

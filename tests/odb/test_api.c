@@ -257,14 +257,14 @@ static void test_open_params(void **state)
     assert_int_equal(odb_open(name, ODB_OPEN_CREATE, &p, &odb), UT_EINVAL);
     assert_int_equal(ut_shm_unlink(name), -ENOENT);
     /* A segment too small for its key table: refused, name removed. */
-    p.size_bytes = 64 * 1024;
+    p.size_bytes = (size_t)64 * 1024;
     p.max_keys = 64;
     assert_int_equal(odb_open(name, ODB_OPEN_CREATE, &p, &odb), UT_EINVAL);
     assert_int_equal(ut_shm_unlink(name), -ENOENT);
     assert_null(odb);
 
     /* Create, then attach a second handle: both see the same data. */
-    p.size_bytes = 512 * 1024;
+    p.size_bytes = (size_t)512 * 1024;
     p.max_keys = 100;
     assert_int_equal(odb_open(name, ODB_OPEN_CREATE, &p, &odb), 0);
     assert_non_null(odb);
@@ -633,7 +633,7 @@ static void test_create_keys_full(void **state)
 {
     (void)state;
     char name[128];
-    struct odb *odb = tfx_odb_create("api-keys", 512 * 1024, 16, name, sizeof name);
+    struct odb *odb = tfx_odb_create("api-keys", (size_t)512 * 1024, 16, name, sizeof name);
     int err = 0;
     int made = 0;
     for (int i = 0; i < 100 && !err; i++) {
@@ -669,7 +669,7 @@ static void test_heap_full(void **state)
 {
     (void)state;
     char name[128];
-    struct odb *odb = tfx_odb_create("api-heap", 256 * 1024, 16, name, sizeof name);
+    struct odb *odb = tfx_odb_create("api-heap", (size_t)256 * 1024, 16, name, sizeof name);
     struct odb_stats st;
     assert_int_equal(odb_stats(odb, &st), 0);
     uint32_t chunk = (uint32_t)(st.heap_free_bytes / 5);
@@ -1586,8 +1586,8 @@ static void test_copy(void **state)
     assert_int_equal(odb_set(odb, ODB_ROOT, "/src/i", ODB_TYPE_INT32, iv, sizeof iv, 4, 0), 0);
     mk(odb, "/src/s", ODB_TYPE_STRING, 2, 24);
     char sv[48] = {0};
-    memcpy(sv, "first", 5);
-    memcpy(sv + 24, "second", 6);
+    memcpy(sv, "first", sizeof "first");
+    memcpy(sv + 24, "second", sizeof "second");
     assert_int_equal(odb_set(odb, ODB_ROOT, "/src/s", ODB_TYPE_STRING, sv, 48, 2, 0), 0);
     mk(odb, "/src/sub/d", ODB_TYPE_DOUBLE, 1, 0);
     double dv = 2.5;
@@ -2031,7 +2031,7 @@ struct scratch {
 
 static void scratch_open(struct scratch *s)
 {
-    s->odb = tfx_odb_create("api-corrupt", 512 * 1024, 128, s->name, sizeof s->name);
+    s->odb = tfx_odb_create("api-corrupt", (size_t)512 * 1024, 128, s->name, sizeof s->name);
     struct odb *odb = s->odb;
     mk(odb, "/d1/v", ODB_TYPE_INT32, 3, 0);
     mk(odb, "/d1/s", ODB_TYPE_STRING, 2, 16);

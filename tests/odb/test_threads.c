@@ -567,9 +567,7 @@ static void *churn_writer(void *arg)
             churn_error(c, 1);
         size_t size = sizeof v;
         err = odb_get(c->odb, h, NULL, ODB_TYPE_INT32, &v, &size);
-        if (err == 0 && v != n && v != -(n + 1))
-            churn_error(c, 1);
-        else if (err != 0 && err != ODB_ESTALE)
+        if ((err == 0 && v != n && v != -(n + 1)) || (err != 0 && err != ODB_ESTALE))
             churn_error(c, 1);
     }
     return NULL;
@@ -599,9 +597,9 @@ static void *churn_lister(void *arg)
             int err = odb_key_info(c->odb, ents[i].key, &info);
             if (strcmp(ents[i].name, "x") != 0 || ents[i].type != ODB_TYPE_INT32)
                 churn_error(c, 2);
-            if (err == 0 && (strcmp(info.name, "x") != 0 || info.type != ODB_TYPE_INT32))
-                churn_error(c, 2);
-            else if (err != 0 && err != ODB_ESTALE)
+            bool bad_info =
+                err == 0 && (strcmp(info.name, "x") != 0 || info.type != ODB_TYPE_INT32);
+            if (bad_info || (err != 0 && err != ODB_ESTALE))
                 churn_error(c, 2);
         }
         odb_dirents_free(ents);
