@@ -32,15 +32,18 @@
 /* True when `text` is among the newest messages of the ring. */
 static bool recently_posted(struct au_client *c, const char *text)
 {
-    enum { RECENT = 64 };
-    struct mb_msg *msgs = ut_calloc(RECENT, sizeof *msgs);
+    /* Room for more than RECENT: taking the ring lock may first publish a
+     * message a dead poster left complete (seq last + 1), the very one we
+     * may be looking for. */
+    enum { RECENT = 64, ROOM = 2 * RECENT };
+    struct mb_msg *msgs = ut_calloc(ROOM, sizeof *msgs);
     if (!msgs)
         return false;
     uint64_t last = mb_msg_last_seq(au_msgring(c));
     size_t n = 0;
     uint64_t missed = 0;
     bool found = false;
-    if (mb_msg_read(au_msgring(c), last > RECENT ? last - RECENT : 0, msgs, RECENT, &n,
+    if (mb_msg_read(au_msgring(c), last > RECENT ? last - RECENT : 0, msgs, ROOM, &n,
                     &missed) == 0)
         for (size_t i = 0; i < n && !found; i++)
             found = strcmp(msgs[i].text, text) == 0;
