@@ -72,6 +72,7 @@
 #define UT_TSAN 0
 #endif
 #if UT_TSAN
+#include <sanitizer/tsan_interface.h>
 #define WAIT_CLOCK CLOCK_REALTIME
 #else
 #define WAIT_CLOCK CLOCK_MONOTONIC
@@ -339,18 +340,14 @@ static int wait_for_mutex(struct ut_lock *lock, const char *file, int line)
         abs.tv_nsec %= 1000000000L;
 #if UT_TSAN
         /* TSan's timedlock interceptor records the acquisition only when
-         * it returns 0: after EOWNERDEAD the unlock would be reported as
-         * unlocking an unlocked mutex. Its trylock interceptor handles
-         * EOWNERDEAD, so TSan builds poll with trylock, 1 ms apart. */
-        rc = pthread_mutex_trylock(&sh->mutex);
-        for (int64_t end = ut_now_ns() + (int64_t)slice * 1000000; rc == EBUSY;) {
-            if (ut_now_ns() >= end) {
-                rc = ETIMEDOUT;
-                break;
-            }
-            struct timespec ms = {0, 1000000L};
-            nanosleep(&ms, NULL);
-            rc = pthread_mutex_trylock(&sh->mutex);
+         * it returns 0: after EOWNERDEAD we hold the mutex but TSan does
+         * not know, and would report the unlock. Tell it, the way its own
+         * trylock interceptor does. (Blocking here rather than polling
+         * keeps waiters from starving behind busy lockers.) */
+        rc = pthread_mutex_timedlock(&sh->mutex, &abs);
+        if (rc == EOWNERDEAD) {
+            __tsan_mutex_pre_lock(&sh->mutex, __tsan_mutex_try_lock);
+            __tsan_mutex_post_lock(&sh->mutex, __tsan_mutex_try_lock, 0);
         }
 #else
         rc = pthread_mutex_clocklock(&sh->mutex, CLOCK_MONOTONIC, &abs);

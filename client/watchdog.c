@@ -22,6 +22,7 @@
 #include "client/client_int.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,10 +52,42 @@ static bool recently_posted(struct au_client *c, const char *text)
     return found;
 }
 
+/* Claims a notice for this client inside a transaction: its name ends in
+ * "@<claimer slot>", and a notice claimed by a live client is left to it.
+ * Returns true with the text when this client may post it. */
+static bool claim_notice(struct au_client *c, struct odb_hkey key, char *text, size_t size)
+{
+    if (odb_txn_begin(c->odb) != 0)
+        return false;
+    struct odb_key_info info;
+    bool mine = false;
+    size_t sz = size;
+    if (odb_key_info(c->odb, key, &info) == 0 &&
+        odb_get(c->odb, key, NULL, ODB_TYPE_STRING, text, &sz) == 0) {
+        char *at = strchr(info.name, '@');
+        unsigned long claimer = at ? strtoul(at + 1, NULL, 10) : ULONG_MAX;
+        if (claimer == c->slot) {
+            mine = true;
+        } else if (claimer >= c->max_clients || !au__slot_alive(c, (uint32_t)claimer)) {
+            char name[ODB_NAME_MAX + 1];
+            if (at)
+                *at = '\0';
+            snprintf(name, sizeof name, "%.40s@%u", info.name, c->slot);
+            mine = odb_rename(c->odb, key, name) == 0;
+        }
+    }
+    if (!mine) {
+        odb_txn_abort(c->odb);
+        return false;
+    }
+    return odb_txn_commit(c->odb) == 0;
+}
+
 /* Posts the removal notices left in the ODB, then deletes them. A notice is
  * written in the same transaction as the removal it reports, so a cleaner
  * that dies right after its commit cannot lose the message: the next scan
- * posts it (unless it already reached the ring). */
+ * claims the notice and posts it, unless it already reached the ring.
+ * Claiming keeps two live clients from posting the same notice. */
 static void post_notices(struct au_client *c)
 {
     struct odb_hkey dir;
@@ -66,9 +99,8 @@ static void post_notices(struct au_client *c)
         return;
     for (size_t i = 0; i < n; i++) {
         char text[MB_MSG_TEXT_MAX + 1];
-        size_t sz = sizeof text;
-        if (odb_get(c->odb, ents[i].key, NULL, ODB_TYPE_STRING, text, &sz) != 0)
-            continue; /* another client took it */
+        if (!claim_notice(c, ents[i].key, text, sizeof text))
+            continue;
         if (!recently_posted(c, text))
             au_msg(c, MB_MSG_ERROR, "%s", text);
         (void)odb_delete(c->odb, ents[i].key, NULL, false);
@@ -114,7 +146,8 @@ int au__cleanup_slot(struct au_client *c, uint32_t slot, const char *why, bool e
         char text[256], notice[96];
         int len = snprintf(text, sizeof text, "client '%s' (pid %d, slot %u) removed: %s", name,
                            (int)pid, slot, why);
-        snprintf(notice, sizeof notice, NOTICES_DIR "/%u-%lld", slot, (long long)ut_wall_ns());
+        snprintf(notice, sizeof notice, NOTICES_DIR "/%u-%lld@%u", slot, (long long)ut_wall_ns(),
+                 c->slot);
         err = odb_set(c->odb, ODB_ROOT, notice, ODB_TYPE_STRING, text,
                       (size_t)(len < (int)sizeof text ? len : (int)sizeof text - 1) + 1, 1,
                       ODB_SET_CREATE);
