@@ -41,8 +41,8 @@ odbedit -c 'set /Equipment/Sim/Variables/Temperature[*] 21.5' \
 
 pids=()
 if [ -x "$idle" ]; then
-    "$idle" -e "$exp" -n frontend & pids+=($!)
-    "$idle" -e "$exp" -n analyzer & pids+=($!)
+    "$idle" "$exp" frontend 1000 3000 & pids+=($!)
+    "$idle" "$exp" analyzer 1000 & pids+=($!)
     sleep 1
     echo "== clients while two demo clients run"
     odbedit -c scl
