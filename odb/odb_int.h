@@ -84,8 +84,10 @@ enum odb_key_flags {
 
 /* The segment header that follows the ut_shm_header. */
 struct odb_header {
-    struct ut_shlock lock;                /* the ODB lock */
-    uint32_t max_keys;                    /* slots in the key table */
+    struct ut_shlock lock; /* the ODB lock */
+    /* The layout fields below are read by every call on every core; they
+     * start on their own cache line so the lock's writes never evict them. */
+    _Alignas(64) uint32_t max_keys;       /* slots in the key table */
     uint32_t n_buckets;                   /* power of two */
     uint64_t buckets_off, keys_off;       /* segment offsets */
     uint64_t undo_off, undo_size;         /* undo log region */
