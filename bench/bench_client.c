@@ -163,7 +163,7 @@ static struct pct percentiles(int64_t *v, int n)
 
 static pid_t fork_helper(void (*fn)(void))
 {
-    fflush(NULL);
+    (void)fflush(NULL); /* console output; nothing to do if it fails */
     pid_t pid = fork();
     if (pid < 0)
         bench_die("fork: %s", strerror(errno));
@@ -211,7 +211,7 @@ static struct au_client *connect_bench(const char *name, unsigned flags)
 static void print_latency(const char *name, struct pct p, const char *ratio)
 {
     printf("%-46s %8.1f us median %8.1f us p99  %s\n", name, p.med_us, p.p99_us, ratio);
-    fflush(stdout);
+    (void)fflush(stdout); /* console output; nothing to do if it fails */
 }
 
 /* ---------------------------------------------------------------------- */
@@ -511,7 +511,7 @@ static void cycle_row(const char *name, struct cycle_arg *a, const struct bench_
 static int64_t run_concurrent(char *const argv[], int n)
 {
     pid_t pids[N_SEED];
-    fflush(NULL);
+    (void)fflush(NULL); /* console output; nothing to do if it fails */
     int64_t t0 = bench_now_ns();
     for (int i = 0; i < n; i++) {
         pids[i] = fork();
@@ -579,7 +579,8 @@ int main(int argc, char **argv)
     snprintf(exp_dir, sizeof exp_dir, "%s/aurum-bench-client.XXXXXX", tmp && *tmp ? tmp : "/tmp");
     if (!mkdtemp(exp_dir))
         bench_die("mkdtemp: %s", strerror(errno));
-    atexit(remove_experiment);
+    if (atexit(remove_experiment) != 0)
+        fprintf(stderr, "bench_client: atexit failed; the experiment may be left behind\n");
     sh = mmap(NULL, sizeof *sh + 2 * (size_t)n_chunk * sizeof(int64_t), PROT_READ | PROT_WRITE,
               MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (sh == MAP_FAILED)
@@ -591,7 +592,7 @@ int main(int argc, char **argv)
     if (f) {
         if (fscanf(f, "%lf", &load) != 1)
             load = 0;
-        fclose(f);
+        (void)fclose(f); /* read-only */
     }
     printf("bench_client: client layer vs. futex, mutex and exec limits (%d latency samples, "
            "%.2f s runs)\n",

@@ -23,21 +23,21 @@
 struct au_client;
 
 enum au_connect_flags {
-    AU_CONNECT_REFUSE_DUPLICATE = 1u << 0, /* a taken name fails with AU_EDUPNAME */
+    AU_CONNECT_REFUSE_DUPLICATE = 1u << 0,   /* a taken name fails with AU_EDUPNAME */
     AU_CONNECT_NO_WATCHDOG_THREAD = 1u << 1, /* the caller runs au_watchdog_run itself */
     AU_CONNECT_CREATE = 1u << 2,             /* create the experiment directory if missing */
 };
 
 struct au_connect_opts {
-    const char *name;          /* client name, required (a taken one gets a number appended) */
-    const char *experiment;    /* directory; NULL: $AURUM_EXP, else the default */
-    unsigned flags;            /* enum au_connect_flags */
-    int watchdog_period_ms;    /* default 1000 */
-    int unresponsive_ms;       /* a live client silent this long is reported; default 10000 */
-    bool remove_unresponsive;  /* and removed (it is told) */
-    int lock_timeout_ms;       /* ODB and message lock wait bound; default 10000 */
-    uint32_t max_clients;      /* only when the experiment is created; default 1024 */
-    size_t odb_size_bytes;     /* only when the experiment is created; default 8 MiB */
+    const char *name;         /* client name, required (a taken one gets a number appended) */
+    const char *experiment;   /* directory; NULL: $AURUM_EXP, else the default */
+    unsigned flags;           /* enum au_connect_flags */
+    int watchdog_period_ms;   /* default 1000 */
+    int unresponsive_ms;      /* a live client silent this long is reported; default 10000 */
+    bool remove_unresponsive; /* and removed (it is told) */
+    int lock_timeout_ms;      /* ODB and message lock wait bound; default 10000 */
+    uint32_t max_clients;     /* only when the experiment is created; default 1024 */
+    size_t odb_size_bytes;    /* only when the experiment is created; default 8 MiB */
 };
 
 /* The experiment directory used when none is given: $AURUM_EXP, else

@@ -71,7 +71,8 @@ static void flush_at_exit(void)
 static void process_init(void)
 {
     pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
-    atexit(flush_at_exit);
+    if (atexit(flush_at_exit) != 0)
+        ut_log(UT_LOG_WARN, "atexit failed: deferred messages are flushed only at disconnect");
 }
 
 const char *au_default_experiment(void)
@@ -194,8 +195,7 @@ static int take_slot(struct au_client *c)
         if (errno != EAGAIN && errno != EACCES)
             return -errno;
     }
-    return au__fail(c, AU_EFULL, "all %u client slots of %s are taken", c->max_clients,
-                    c->expdir);
+    return au__fail(c, AU_EFULL, "all %u client slots of %s are taken", c->max_clients, c->expdir);
 }
 
 bool au__slot_alive(const struct au_client *c, uint32_t slot)
@@ -292,8 +292,7 @@ static int register_client(struct au_client *c, const char *wanted, bool refuse)
     if (!err)
         err = set_str(c->odb, c->entry, "Host", host, 64);
     if (!err)
-        err = odb_set(c->odb, c->entry, "PID", ODB_TYPE_INT32, &pid, sizeof pid, 1,
-                      ODB_SET_CREATE);
+        err = odb_set(c->odb, c->entry, "PID", ODB_TYPE_INT32, &pid, sizeof pid, 1, ODB_SET_CREATE);
     if (!err)
         err = odb_set(c->odb, c->entry, "Slot", ODB_TYPE_UINT32, &c->slot, sizeof c->slot, 1,
                       ODB_SET_CREATE);
@@ -312,8 +311,7 @@ static int register_client(struct au_client *c, const char *wanted, bool refuse)
 
 int au_connect(const struct au_connect_opts *opts, struct au_client **out)
 {
-    if (!opts || !opts->name || !*opts->name || strlen(opts->name) > 31 ||
-        strchr(opts->name, '/'))
+    if (!opts || !opts->name || !*opts->name || strlen(opts->name) > 31 || strchr(opts->name, '/'))
         return UT_EINVAL;
     pthread_once(&process_once, process_init);
     struct au_client *c = ut_calloc(1, sizeof *c);
@@ -586,8 +584,8 @@ static void on_stop_signal(int sig)
 {
     if (stop_requested) {
         /* A second signal: the program did not stop; let it die. */
-        signal(sig, SIG_DFL);
-        raise(sig);
+        (void)signal(sig, SIG_DFL); /* cannot fail for these signals */
+        (void)raise(sig);
         return;
     }
     stop_requested = 1;

@@ -27,12 +27,12 @@ struct au_watch_entry {
 };
 
 struct au_client {
-    char name[32];               /* unique client name */
-    char expdir[PATH_MAX];       /* real path of the experiment */
-    uint32_t slot;               /* client slot = watch subscriber */
+    char name[32];         /* unique client name */
+    char expdir[PATH_MAX]; /* real path of the experiment */
+    uint32_t slot;         /* client slot = watch subscriber */
     uint32_t max_clients;
-    int lock_fd;                 /* holds the OFD lock on byte `slot`; -1 after fork */
-    bool forked_copy;            /* this is a child's copy: touch nothing shared */
+    int lock_fd;      /* holds the OFD lock on byte `slot`; -1 after fork */
+    bool forked_copy; /* this is a child's copy: touch nothing shared */
     struct odb *odb;
     struct mb_msgring *ring;
     struct mb_msglog *log;       /* opened lazily by the watchdog; under wd_mutex */
@@ -44,8 +44,8 @@ struct au_client {
     int period_ms, unresponsive_ms;
     bool remove_unresponsive;
     pthread_t wd_thread;
-    bool wd_running;             /* under wd_mutex */
-    bool wd_stop;                /* under wd_mutex */
+    bool wd_running; /* under wd_mutex */
+    bool wd_stop;    /* under wd_mutex */
     pthread_mutex_t wd_mutex;
     pthread_cond_t wd_cond;
 
@@ -53,10 +53,10 @@ struct au_client {
     pthread_mutex_t watch_mutex; /* guards the fields below */
     struct au_watch_entry *watches;
     size_t n_watches, cap_watches;
-    int event_fd;                /* -1 until au_watch_fd */
+    int event_fd; /* -1 until au_watch_fd */
     pthread_t notifier, dispatcher;
     bool notifier_running, dispatcher_running;
-    bool watch_stop;             /* atomic */
+    bool watch_stop; /* atomic */
 
     struct au_client *next_in_process; /* under the process list mutex */
 

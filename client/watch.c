@@ -19,8 +19,7 @@
 
 #define DRAIN_BATCH 64
 
-int au_watch_add(struct au_client *c, const char *path, au_watch_cb cb, void *arg,
-                 uint32_t *id_out)
+int au_watch_add(struct au_client *c, const char *path, au_watch_cb cb, void *arg, uint32_t *id_out)
 {
     if (!cb)
         return UT_EINVAL;

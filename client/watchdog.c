@@ -44,8 +44,7 @@ static bool recently_posted(struct au_client *c, const char *text)
     size_t n = 0;
     uint64_t missed = 0;
     bool found = false;
-    if (mb_msg_read(au_msgring(c), last > RECENT ? last - RECENT : 0, msgs, ROOM, &n,
-                    &missed) == 0)
+    if (mb_msg_read(au_msgring(c), last > RECENT ? last - RECENT : 0, msgs, ROOM, &n, &missed) == 0)
         for (size_t i = 0; i < n && !found; i++)
             found = strcmp(msgs[i].text, text) == 0;
     ut_free(msgs);
@@ -223,11 +222,10 @@ static int check_responsive(struct au_client *c, struct odb_hkey entry, uint32_t
                  (double)silent_ms / 1000.0);
         return au__cleanup_slot(c, slot, why, true);
     }
-    if (!was_reported &&
-        odb_set(c->odb, entry, "Unresponsive since", ODB_TYPE_INT64, &last, sizeof last, 1,
-                ODB_SET_CREATE) == 0)
-        au_msg(c, MB_MSG_ERROR, "client '%s' (slot %u) is alive but unresponsive for %.1f s",
-               name, slot, (double)silent_ms / 1000.0);
+    if (!was_reported && odb_set(c->odb, entry, "Unresponsive since", ODB_TYPE_INT64, &last,
+                                 sizeof last, 1, ODB_SET_CREATE) == 0)
+        au_msg(c, MB_MSG_ERROR, "client '%s' (slot %u) is alive but unresponsive for %.1f s", name,
+               slot, (double)silent_ms / 1000.0);
     return 0;
 }
 

@@ -559,9 +559,8 @@ static int reserve_wait(struct mb_buffer *buf, const uint32_t *sizes, size_t n, 
          * cheaper than a sleep and a wake-up call. */
         if (!spin_end)
             spin_end = ut_now_ns() + MB_BUF_SPIN_NS;
-        if (spin_end > 0 && spin_until_changed(b.word, b.value, spin_end))
+        if (spin_until_changed(b.word, b.value, spin_end))
             continue;
-        spin_end = -1;
         if (ut_interrupted())
             return UT_EINTR;
         int64_t slice = (int64_t)MB_BUF_WAIT_SLICE_MS * 1000000;

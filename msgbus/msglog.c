@@ -53,9 +53,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define BUSY_TIMEOUT_MS 500 /* short: a watchdog pass must not stall its heartbeat; retried next period */
-#define SYNC_BATCH      64
-#define LOST_SOURCE     "msglog"
+#define BUSY_TIMEOUT_MS                                                                            \
+    500 /* short: a watchdog pass must not stall its heartbeat; retried next period */
+#define SYNC_BATCH  64
+#define LOST_SOURCE "msglog"
 
 struct mb_msglog {
     sqlite3 *db;

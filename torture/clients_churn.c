@@ -356,7 +356,7 @@ static int spawn(int role, child_fn fn, int arg)
     atomic_store(&p->slot, UINT32_MAX);
     atomic_store(&p->state, P_STARTING);
     atomic_store(&ctl->n_procs, i + 1);
-    fflush(NULL);
+    (void)fflush(NULL); /* console output */
     pid_t pid = fork();
     if (pid < 0) {
         report("fork: %s", strerror(errno));
@@ -2464,9 +2464,10 @@ int main(int argc, char **argv)
         return 1;
     }
     supervisor_pid = getpid();
-    signal(SIGPIPE, SIG_IGN);
+    (void)signal(SIGPIPE, SIG_IGN);
     ut_log_set_sink(log_sink, NULL, UT_LOG_WARN);
-    atexit(at_exit_cleanup);
+    if (atexit(at_exit_cleanup) != 0)
+        return 1;
     if (make_experiment(exp_dir, sizeof exp_dir) != 0)
         return 1;
     int64_t t0 = now_ms();

@@ -69,7 +69,7 @@ int main(int argc, char **argv)
         return 1;
     }
     printf("ready slot=%u pid=%d\n", au_client_slot(c), (int)getpid());
-    fflush(stdout);
+    (void)fflush(stdout); /* console output */
 
     struct mb_msgring *ring = au_msgring(c);
     uint64_t after = mb_msg_last_seq(ring);
