@@ -53,7 +53,7 @@ AU_CFLAGS   := $(BASE_CFLAGS) $(VARIANT_CFLAGS_$(V)) $(if $(filter 1,$(WERROR)),
 DEPFLAGS    := -MMD -MP
 AU_LDFLAGS  := -pthread $(SAN_FLAGS) $(LDFLAGS)
 # One list for every binary; unused libraries are dropped by --as-needed.
-LDLIBS      := -ljansson -lz -lsqlite3 -lmicrohttpd -ledit -pthread
+LDLIBS      := -ljansson -lz -lsqlite3 -lmicrohttpd -ledit -lm -pthread
 TEST_LDLIBS := -lcmocka
 
 AR ?= ar

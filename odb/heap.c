@@ -31,7 +31,7 @@ static uint64_t block_size(unsigned order)
 
 static struct odb_block *block_at(const struct odb *odb, uint64_t rel)
 {
-    return (struct odb_block *)(odb->heap + rel);
+    return (struct odb_block *)(void *)(odb->heap + rel); /* blocks are 32-byte aligned */
 }
 
 /* Log-then-write helpers. Each returns 0 or ODB_ETOOBIG. */

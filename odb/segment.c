@@ -92,11 +92,13 @@ static void bind(struct odb *odb)
 {
     struct odb_header *hdr = odb->hdr;
     odb->base = odb->shm.base;
-    odb->keys = (struct odb_key_slot *)(odb->base + hdr->keys_off);
-    odb->buckets = (uint32_t *)(odb->base + hdr->buckets_off);
+    /* Every region starts on a 64-byte boundary (format_segment), so the
+     * casts through void * below are aligned. */
+    odb->keys = (struct odb_key_slot *)(void *)(odb->base + hdr->keys_off);
+    odb->buckets = (uint32_t *)(void *)(odb->base + hdr->buckets_off);
     odb->heap = odb->base + hdr->heap_off;
-    odb->watches = (struct odb_watch *)(odb->base + hdr->watch_off);
-    odb->subs = (struct odb_subscriber *)(odb->base + hdr->sub_off);
+    odb->watches = (struct odb_watch *)(void *)(odb->base + hdr->watch_off);
+    odb->subs = (struct odb_subscriber *)(void *)(odb->base + hdr->sub_off);
 }
 
 /* Lays out a fresh segment. Returns 0 or UT_EINVAL when it is too small. */
@@ -125,7 +127,7 @@ static int format_segment(struct odb *odb, const struct odb_params *p)
     size_t heap_size = (size - heap_off) / 32 * 32;
 
     struct odb_header *hdr =
-        (struct odb_header *)((uint8_t *)odb->shm.base + sizeof(struct ut_shm_header));
+        (struct odb_header *)(void *)((uint8_t *)odb->shm.base + sizeof(struct ut_shm_header));
     odb->hdr = hdr;
     int err = ut_shlock_init(&hdr->lock);
     if (err)
@@ -183,6 +185,8 @@ static int header_sane(const struct odb *odb)
         h->undo_off + h->undo_size > h->heap_off || h->heap_off + h->heap_size > size ||
         h->buckets_off < sizeof(struct ut_shm_header) + sizeof(struct odb_header))
         return UT_ECORRUPT;
+    if ((h->buckets_off | h->keys_off | h->watch_off | h->sub_off | h->undo_off | h->heap_off) % 64)
+        return UT_ECORRUPT; /* bind() relies on aligned regions */
     return 0;
 }
 
@@ -219,7 +223,8 @@ int odb_open(const char *shm_name, unsigned flags, const struct odb_params *para
         ut_free(odb);
         return odb__fail(err, "cannot open ODB segment %s: %s", shm_name, ut_strerror(err));
     }
-    odb->hdr = (struct odb_header *)((uint8_t *)odb->shm.base + sizeof(struct ut_shm_header));
+    odb->hdr =
+        (struct odb_header *)(void *)((uint8_t *)odb->shm.base + sizeof(struct ut_shm_header));
     if (odb->shm.created) {
         err = format_segment(odb, &p);
         if (err) {

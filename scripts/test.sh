@@ -2,8 +2,8 @@
 # The project's test command (README "Quick start"; CI runs it via .ci/run).
 #
 # Installs missing packages, then builds and runs the whole test suite three
-# times: debug with -Werror, then under ASan+UBSan, then under TSan. Stops at
-# the first failing run. The last line sums the three runs' results as
+# times: debug with -Werror, then under ASan+UBSan, then under TSan, stopping
+# at the first failing run; then checks that clang builds everything too. The last line sums the three runs' results as
 # "N passed, N failed".
 set -uo pipefail
 
@@ -37,6 +37,16 @@ for variant in debug asan tsan; do
         break
     fi
 done
+
+# A clang build (compile and link only) catches what gcc lets through.
+if [ "$status" -eq 0 ]; then
+    echo "=== make -j2 WERROR=1 CC=clang V=release all"
+    if ! make -j2 WERROR=1 CC=clang V=release all; then
+        echo "test.sh: the clang build failed" >&2
+        status=1
+        total_failed=$((total_failed + 1))
+    fi
+fi
 
 echo
 echo "$total_passed passed, $total_failed failed"

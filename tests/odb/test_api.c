@@ -2127,7 +2127,7 @@ static void test_check_finds_damage(void **state)
     scratch_restore(&s);
 
     /* A heap block's magic, order, owner. */
-    struct odb_block *blk = (struct odb_block *)(odb->base + keys[v].data);
+    struct odb_block *blk = (struct odb_block *)(void *)(odb->base + keys[v].data);
     blk->magic = 0x1234;
     assert_corrupt(odb);
     scratch_restore(&s);
