@@ -3,8 +3,8 @@
 #
 # Installs missing packages, then builds and runs the whole test suite three
 # times: debug with -Werror, then under ASan+UBSan, then under TSan, stopping
-# at the first failing run; then checks that clang builds everything too. The last line sums the three runs' results as
-# "N passed, N failed".
+# at the first failing run; then checks that clang builds everything too.
+# The last line sums the three runs' results as "N passed, N failed".
 set -uo pipefail
 
 cd "$(dirname "$0")/.." || exit 2
