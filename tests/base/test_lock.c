@@ -57,31 +57,6 @@ static int64_t ms_since(int64_t start_ns)
     return (ut_now_ns() - start_ns) / 1000000;
 }
 
-/* True once some thread is blocked in the kernel on the lock: glibc sets
- * FUTEX_WAITERS in the mutex word before it sleeps. Polls, bounded. */
-static bool wait_for_sleeper(struct ut_shlock *sh, int timeout_ms)
-{
-#ifdef __SANITIZE_THREAD__
-    /* TSan builds of lock.c wait by polling pthread_mutex_trylock (TSan
-     * mishandles a timed lock returning EOWNERDEAD), so no waiter ever
-     * shows in the mutex word. Give the waiter time to reach its wait
-     * loop instead; what the caller asserts next holds either way. */
-    (void)sh;
-    struct timespec ts = {0, 200 * 1000000L};
-    nanosleep(&ts, NULL);
-    return timeout_ms > 0;
-#else
-    int64_t start = ut_now_ns();
-    while (ms_since(start) < timeout_ms) {
-        unsigned v = (unsigned)__atomic_load_n(&sh->mutex.__data.__lock, __ATOMIC_ACQUIRE);
-        if (v & 0x80000000u)
-            return true;
-        sched_yield();
-    }
-    return false;
-#endif
-}
-
 /* ---------------------------------------------------------------------- */
 /* Recursion                                                               */
 /* ---------------------------------------------------------------------- */
@@ -256,7 +231,7 @@ static void test_contention_blocks(void **state)
     assert_int_equal(pthread_create(&t, NULL, contend, &c), 0);
     assert_true(tfx_wait_fd(ready[0], WAIT_MS));
     /* B is asleep in the kernel on the mutex we hold. */
-    assert_true(wait_for_sleeper(&sh, WAIT_MS));
+    assert_true(tfx_wait_lock_sleeper(&sh, WAIT_MS));
     assert_int_equal(atomic_load(&c.got_it), 0);
     ut_lock_release(&l);
     assert_true(tfx_wait_fd(done[0], WAIT_MS));
@@ -789,7 +764,7 @@ static void test_interrupt_wakes_waiter(void **state)
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, contend, &c), 0);
     assert_true(tfx_wait_fd(ready[0], WAIT_MS));
-    assert_true(wait_for_sleeper(&sh, WAIT_MS));
+    assert_true(tfx_wait_lock_sleeper(&sh, WAIT_MS));
     ut_interrupt();
     assert_true(ut_interrupted());
     assert_true(tfx_wait_fd(done[0], WAIT_MS));

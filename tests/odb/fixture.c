@@ -11,6 +11,8 @@
 #include "tests/odb/fixture.h"
 
 #include <errno.h>
+#include <sched.h>
+#include <sys/syscall.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -107,25 +109,41 @@ static int64_t now_ms(void)
 
 int tfx_wait_child(pid_t pid, int timeout_ms)
 {
-    int64_t deadline = now_ms() + timeout_ms;
-    for (;;) {
-        int status;
-        pid_t r = waitpid(pid, &status, WNOHANG);
-        if (r == pid)
-            return status;
-        if (r < 0 && errno != EINTR)
-            return -1;
-        if (now_ms() > deadline)
-            break;
-        /* Polling a child's exit with a bound, not synchronising on time. */
-        struct timespec ts = {0, 1000000};
-        nanosleep(&ts, NULL);
-    }
-    kill(pid, SIGKILL);
     int status;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-        ;
-    return -1;
+    /* A pidfd becomes readable when the child exits: no polling. */
+    int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (fd >= 0) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        int r;
+        do {
+            r = poll(&p, 1, timeout_ms);
+        } while (r < 0 && errno == EINTR);
+        close(fd);
+        if (r == 0) {
+            kill(pid, SIGKILL);
+            while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+                ;
+            return -1;
+        }
+    }
+    /* Done (or no pidfd support: the child's alarm bounds the wait). */
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR)
+            return -1;
+    return status;
+}
+
+bool tfx_wait_lock_sleeper(struct ut_shlock *sh, int timeout_ms)
+{
+    int64_t deadline = now_ms() + timeout_ms;
+    while (now_ms() < deadline) {
+        /* glibc sets FUTEX_WAITERS in the mutex word before it sleeps. */
+        unsigned v = (unsigned)__atomic_load_n(&sh->mutex.__data.__lock, __ATOMIC_ACQUIRE);
+        if (v & 0x80000000u)
+            return true;
+        sched_yield();
+    }
+    return false;
 }
 
 static bool wait_readable(int fd, int64_t deadline)

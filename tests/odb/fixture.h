@@ -46,6 +46,10 @@ void tfx_assert_odb_ok_at(struct odb *odb, const char *file, int line);
  * after killing (SIGKILL) and reaping a child that did not finish. */
 int tfx_wait_child(pid_t pid, int timeout_ms);
 
+/* Waits up to timeout_ms until some thread sleeps in the kernel on the
+ * lock. Returns false on timeout. */
+bool tfx_wait_lock_sleeper(struct ut_shlock *sh, int timeout_ms);
+
 /* Reads exactly n bytes from fd, waiting at most timeout_ms in total.
  * Returns n, or the number read before EOF / error / timeout. */
 ssize_t tfx_read_full(int fd, void *buf, size_t n, int timeout_ms);

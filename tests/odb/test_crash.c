@@ -37,6 +37,7 @@
 #include <unistd.h>
 
 #include "odb/odb.h"
+#include "tests/odb/fixture.h"
 
 #define CHILD_ALARM_S 60    /* a child never outlives this */
 #define CHILD_WAIT_MS 60000 /* nor does the parent wait longer */
@@ -83,33 +84,6 @@ static void make_name(char *buf, size_t size, const char *tag)
     const char *id = getenv("AURUM_TEST_ID");
     (void)snprintf(buf, size, "/aurum-tcrash-%s-%d-%s-%u", id ? id : "x", (int)getpid(), tag,
                    ++counter);
-}
-
-/* Waits for pid up to timeout_ms. Returns the wait status, or -1 after
- * killing and reaping a child that overran. */
-static int wait_child(pid_t pid, int timeout_ms)
-{
-    int status;
-    int fd = (int)syscall(SYS_pidfd_open, pid, 0);
-    if (fd >= 0) {
-        struct pollfd p = {.fd = fd, .events = POLLIN};
-        int r;
-        do {
-            r = poll(&p, 1, timeout_ms);
-        } while (r < 0 && errno == EINTR);
-        close(fd);
-        if (r == 0) {
-            kill(pid, SIGKILL);
-            while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-                ;
-            return -1;
-        }
-    }
-    /* Done (or no pidfd support: the child's alarm bounds the wait). */
-    while (waitpid(pid, &status, 0) < 0)
-        if (errno != EINTR)
-            return -1;
-    return status;
 }
 
 typedef int (*child_fn)(void *arg);
@@ -650,7 +624,7 @@ static int run_child(struct fx *fx, const struct crash_op *op, long k, int repor
 {
     struct child_arg a = {fx->name, op, k, report_fd};
     pid_t pid = spawn(crash_child, &a);
-    int status = wait_child(pid, CHILD_WAIT_MS);
+    int status = tfx_wait_child(pid, CHILD_WAIT_MS);
     if (status == -1)
         print_error("%s: child at k=%ld did not finish in time\n", op->name, k);
     assert_int_not_equal(status, -1);
@@ -671,7 +645,7 @@ static void sweep_recovery(struct fx *fx, const struct crash_op *op, long k, con
         assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
         struct child_arg a = {fx->name, op, j, -1};
         pid_t pid = spawn(recover_child, &a);
-        status = wait_child(pid, CHILD_WAIT_MS);
+        status = tfx_wait_child(pid, CHILD_WAIT_MS);
         assert_int_not_equal(status, -1);
         bool completed = WIFEXITED(status) && WEXITSTATUS(status) == 0;
         if (!completed && !(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL))
@@ -928,8 +902,8 @@ static void kill_holder(struct fx *fx, bool with_waiter)
         waiting = wait_byte(ready[0], CHILD_WAIT_MS);
     }
     kill(holder, SIGKILL);
-    int hst = wait_child(holder, CHILD_WAIT_MS);
-    int wst = waiter > 0 ? wait_child(waiter, CHILD_WAIT_MS) : 0;
+    int hst = tfx_wait_child(holder, CHILD_WAIT_MS);
+    int wst = waiter > 0 ? tfx_wait_child(waiter, CHILD_WAIT_MS) : 0;
     close(ready[0]);
     close(ready[1]);
     close(block[0]);

@@ -36,6 +36,7 @@
 #include <unistd.h>
 
 #include "odb/odb.h"
+#include "tests/odb/fixture.h"
 
 #define CHILD_ALARM_S 120
 #define CHILD_WAIT_MS 120000
@@ -143,37 +144,12 @@ static void start_all(struct fx *fx)
         assert_int_equal(write(fx->go[1], "g", 1), 1);
 }
 
-/* Waits for one child up to timeout_ms; -1 after killing one that overran. */
-static int wait_child(pid_t pid, int timeout_ms)
-{
-    int status;
-    int fd = (int)syscall(SYS_pidfd_open, pid, 0);
-    if (fd >= 0) {
-        struct pollfd p = {.fd = fd, .events = POLLIN};
-        int r;
-        do {
-            r = poll(&p, 1, timeout_ms);
-        } while (r < 0 && errno == EINTR);
-        close(fd);
-        if (r == 0) {
-            kill(pid, SIGKILL);
-            while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-                ;
-            return -1;
-        }
-    }
-    while (waitpid(pid, &status, 0) < 0)
-        if (errno != EINTR)
-            return -1;
-    return status;
-}
-
 /* Waits for every child; fails the test unless all exited 0. */
 static void wait_all(struct fx *fx)
 {
     int bad = 0;
     for (int i = 0; i < fx->n_pids; i++) {
-        int st = wait_child(fx->pids[i], CHILD_WAIT_MS);
+        int st = tfx_wait_child(fx->pids[i], CHILD_WAIT_MS);
         fx->pids[i] = -1;
         if (st == -1) {
             print_error("child %d: did not finish within %d ms\n", i, CHILD_WAIT_MS);

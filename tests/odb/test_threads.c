@@ -60,32 +60,6 @@ static int64_t ms_since(int64_t start_ns)
     return (ut_now_ns() - start_ns) / 1000000;
 }
 
-/* True once a thread sleeps in the kernel on the ODB lock (glibc sets
- * FUTEX_WAITERS in the mutex word first). Polls, bounded. */
-static bool wait_for_sleeper(struct odb *odb, int timeout_ms)
-{
-#ifdef __SANITIZE_THREAD__
-    /* TSan builds of lock.c wait by polling pthread_mutex_trylock (TSan
-     * mishandles a timed lock returning EOWNERDEAD), so no waiter ever
-     * shows in the mutex word. Give the waiter time to reach its wait
-     * loop instead; what the caller asserts next holds either way. */
-    (void)odb;
-    struct timespec ts = {0, 200 * 1000000L};
-    nanosleep(&ts, NULL);
-    return timeout_ms > 0;
-#else
-    int64_t start = ut_now_ns();
-    while (ms_since(start) < timeout_ms) {
-        unsigned v =
-            (unsigned)__atomic_load_n(&odb->hdr->lock.mutex.__data.__lock, __ATOMIC_ACQUIRE);
-        if (v & 0x80000000u)
-            return true;
-        sched_yield();
-    }
-    return false;
-#endif
-}
-
 /* ---------------------------------------------------------------------- */
 /* Four threads, own and shared keys                                       */
 /* ---------------------------------------------------------------------- */
@@ -385,7 +359,7 @@ static void run_blocked_reader(struct odb *main_odb, struct odb *reader_odb, boo
     assert_int_equal(pthread_create(&t, NULL, reader_main, &r), 0);
     assert_true(tfx_wait_fd(ready[0], WAIT_MS));
     /* The reader is asleep on the ODB lock, which our transaction holds. */
-    assert_true(wait_for_sleeper(main_odb, WAIT_MS));
+    assert_true(tfx_wait_lock_sleeper(&main_odb->hdr->lock, WAIT_MS));
     assert_int_equal(atomic_load(&r.finished), 0);
     v = 3;
     assert_int_equal(odb_set(main_odb, ODB_ROOT, "/tx/v", ODB_TYPE_INT32, &v, 4, 1, 0), 0);
@@ -460,7 +434,7 @@ static void test_lock_timeout_and_interrupt(void **state)
     struct reader r2 = {.odb = f->odb, .ready_fd = ready[1], .done_fd = done[1], .rc = -1};
     assert_int_equal(pthread_create(&t, NULL, reader_main, &r2), 0);
     assert_true(tfx_wait_fd(ready[0], WAIT_MS));
-    assert_true(wait_for_sleeper(f->odb, WAIT_MS));
+    assert_true(tfx_wait_lock_sleeper(&f->odb->hdr->lock, WAIT_MS));
     ut_interrupt();
     assert_true(tfx_wait_fd(done[0], WAIT_MS));
     pthread_join(t, NULL);
